@@ -1,0 +1,332 @@
+"""Command line: ``ferkit analyze | video | camera | serve | train | evaluate | export | models``.
+
+The CLI only parses arguments, calls the library and writes results. Library
+errors (:class:`~ferkit.errors.FerkitError`) become one line on stderr and a
+non-zero exit code, never a traceback. Exit codes: 0 all inputs succeeded,
+1 some inputs failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .errors import FerkitError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    print(f"ferkit: error: {msg}", file=sys.stderr, flush=True)
+
+
+class UsageError(Exception):
+    """Bad combination of arguments (exit code 2)."""
+
+
+# ---------------------------------------------------------------- shared options
+
+def _add_recognizer_options(p: argparse.ArgumentParser) -> None:
+    from .classification import DEFAULT_MODEL
+    from .detection import DEFAULT_DETECTOR
+
+    g = p.add_argument_group("models and quality gate")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"classifier name or .onnx path (default {DEFAULT_MODEL})")
+    g.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector (default {DEFAULT_DETECTOR}); "
+                   "see `ferkit models`")
+    g.add_argument("--min-face-size", type=float, help="px; smaller faces are reported as too_small")
+    g.add_argument("--min-sharpness", type=float, help="Laplacian variance of the 48×48 crop; below = blurry")
+    g.add_argument("--max-yaw", type=float, help="0 frontal … 1 profile; above = turned_away")
+    g.add_argument("--min-score", type=float, help="detector confidence; below = low_score")
+
+
+def build_recognizer(args: argparse.Namespace):
+    """Recognizer from the shared command-line options (used by analyze, video, camera, serve)."""
+    from .quality import QualityGate
+    from .recognizer import Recognizer
+
+    gate = QualityGate()
+    for name in ("min_face_size", "min_sharpness", "max_yaw", "min_score"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(gate, name, value)
+    return Recognizer(model=args.model, detector=args.detector, quality=gate)
+
+
+# ---------------------------------------------------------------- analyze
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="find faces and label emotions in photos",
+                       description="Analyse image files, folders (recursive) or glob patterns.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", default="ferkit_results", help="folder for annotated images and the "
+                   "results file (default ferkit_results)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="results file format")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image to stdout")
+    p.add_argument("--no-images", action="store_true", help="do not write annotated images")
+    p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
+    _add_recognizer_options(p)
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .drawing import draw_analysis
+    from .images import find_images, read_image
+    from .plots import save_png
+    from .writers import ResultWriter, annotated_path, face_line
+
+    files, errors = find_images(args.paths)
+    for e in errors:
+        _err(e)
+    if not files:
+        _err("nothing to analyse")
+        return EXIT_SOME_FAILED
+    failed = len(errors)
+    out_dir = Path(args.output)
+    writer = None
+    try:
+        writer = ResultWriter(out_dir, args.format)
+    except FerkitError as e:
+        _err(f"{e}; results will only be printed")
+        failed += 1
+    rec = build_recognizer(args)
+    used: set[str] = set()
+    bar = tqdm(files, desc="analysing", unit="img", disable=len(files) < 2 or None, file=sys.stderr)
+    try:
+        for path in bar:
+            try:
+                image = read_image(path, rec.max_pixels)
+                result = rec.analyze(image, source=str(path))
+            except FerkitError as e:
+                bar.clear()
+                _err(str(e))
+                failed += 1
+                continue
+            if args.json:
+                tqdm.write(json.dumps(result.to_dict()), file=sys.stdout)
+            else:
+                if not result.faces:
+                    tqdm.write(f"{path}: no faces found", file=sys.stdout)
+                for i, face in enumerate(result.faces, 1):
+                    tqdm.write(face_line(str(path), i, face), file=sys.stdout)
+            if writer is not None:
+                try:
+                    writer.write(result)
+                    if not args.no_images:
+                        save_png(annotated_path(out_dir, path, used), draw_analysis(image, result, bars=args.bars))
+                except FerkitError as e:
+                    _err(str(e))
+                    failed += 1
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if writer is not None and not args.json:
+        print(f"results: {writer.path}" + ("" if args.no_images else f"; annotated images: {out_dir}/"),
+              file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------- models
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list shipped emotion models and face detectors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .classification import DEFAULT_MODEL, list_models, resolve_model
+    from .detection import DEFAULT_DETECTOR, list_detectors
+
+    models = []
+    for name in list_models():
+        info = resolve_model(name)
+        val = (info.meta or {}).get("val", {})
+        models.append({"name": name, "default": name == DEFAULT_MODEL, "val_accuracy": val.get("accuracy"),
+                       "params": (info.meta or {}).get("params"), "file": str(info.path)})
+    dets = [{"name": d, "default": d == DEFAULT_DETECTOR} for d in list_detectors()]
+    if args.json:
+        print(json.dumps({"models": models, "detectors": dets}, indent=2))
+        return EXIT_OK
+    print("emotion models:")
+    for m in models:
+        acc = f"{m['val_accuracy']:.1%} val" if m["val_accuracy"] else "no val figure"
+        print(f"  {m['name']}{' (default)' if m['default'] else ''}: {acc}")
+    print("face detectors:")
+    for d in dets:
+        print(f"  {d['name']}{' (default)' if d['default'] else ''}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- train / evaluate / export
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train an emotion classifier (needs ferkit[train])",
+                       description="Train on FER2013 in class folders, fer2013.csv or a prefixed flat folder. "
+                       "Checkpoints every epoch; --resume continues an interrupted run.")
+    p.set_defaults(func=_cmd_train)
+    _add_config_flags(p)
+
+
+def _train_config_class():
+    from .config import TrainConfig
+
+    return TrainConfig
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    # Flags come straight from TrainConfig's fields, so the config and CLI cannot drift apart.
+    import dataclasses
+    import typing
+
+    cls = _train_config_class()
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if hints[f.name] is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            typ = {int: int, float: float}.get(hints[f.name], str)
+            p.add_argument(flag, type=typ, default=default, help=f"(default {default})")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    cls = _train_config_class()
+    try:
+        from .training import train
+    except ImportError as e:
+        raise FerkitError(f"training needs PyTorch: pip install 'ferkit[train]' ({e})") from None
+
+    cfg = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    summary = train(cfg)
+    print(f"best val accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}; "
+          f"checkpoint {Path(cfg.out) / 'best.pt'}")
+    return EXIT_OK
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, F1, confusion matrix and calibration on a labelled set")
+    p.add_argument("--data", required=True, help="class-folder directory (or fer2013.csv with --split)")
+    p.add_argument("--split", default=None, help="train/val/test sub-folder or CSV Usage")
+    p.add_argument("--model", default=None, help="shipped name, .onnx file or training checkpoint .pt")
+    p.add_argument("--tta", choices=("none", "flip", "tencrop"), default="none",
+                   help="extra test-time augmentation on top of what the model file does")
+    p.add_argument("--calibrate", action="store_true", help="fit a softmax temperature (2-fold cross-fitted) and "
+                   "report ECE before/after")
+    p.add_argument("--out", default="ferkit_eval", help="folder for confusion_matrix.png and metrics.json")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images / unknown classes (counted)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .classification import DEFAULT_MODEL
+    from .evaluation import evaluate, print_report
+
+    report = evaluate(args.data, args.model or DEFAULT_MODEL, split=args.split, tta=args.tta,
+                      calibrate=args.calibrate, out_dir=args.out, skip_bad=args.skip_bad)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return EXIT_OK
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export checkpoint(s) to ONNX with parity and accuracy checks")
+    p.add_argument("checkpoints", nargs="+", help="best.pt file(s); several are exported as one averaged ensemble")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path (model card written beside it)")
+    p.add_argument("--val-data", default=None, help="class-folder set to measure accuracy and fit temperature")
+    p.add_argument("--no-flip", action="store_true", help="do not bake flip test-time augmentation into the graph")
+    p.add_argument("--int8", action="store_true", help="also write a static int8 variant (needs --val-data)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .export import export_onnx
+    except ImportError as e:
+        raise FerkitError(f"export needs PyTorch and onnx: pip install 'ferkit[train]' ({e})") from None
+    command = "ferkit export " + " ".join(sys.argv[2:])
+    r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, flip_tta=not args.no_flip,
+                    int8=args.int8, command=command)
+    msg = f"wrote {args.output} (parity {r['parity_max_abs_diff']:.1e})"
+    if "val" in r:
+        msg += f"; val accuracy {r['val']['accuracy']:.4f}, macro-F1 {r['val']['macro_f1']:.4f}"
+    print(msg)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- video / camera / serve
+
+def _add_video(sub) -> None:
+    p = sub.add_parser("video", help="annotate a video file: tracked faces, smoothed emotions")
+    p.set_defaults(func=_cmd_video)
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    raise UsageError("video is not available yet")
+
+
+def _add_camera(sub) -> None:
+    p = sub.add_parser("camera", help="live camera with overlay (or JSON lines when headless)")
+    p.set_defaults(func=_cmd_camera)
+
+
+def _cmd_camera(args: argparse.Namespace) -> int:
+    raise UsageError("camera is not available yet")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP API and web page (needs ferkit[serve])")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    raise UsageError("serve is not available yet")
+
+
+# ---------------------------------------------------------------- entry point
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition toolkit.")
+    parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_add_analyze, _add_video, _add_camera, _add_serve, _add_train, _add_evaluate, _add_export,
+                _add_models):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used as the process exit status)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except FerkitError as e:
+        _err(str(e))
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except ValueError as e:  # bad option values surfacing from the library (e.g. unknown schedule)
+        _err(str(e))
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

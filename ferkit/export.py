@@ -1,0 +1,230 @@
+"""Export trained checkpoints to ONNX, check them, and write their model cards.
+
+``export_onnx`` writes ``NAME.onnx`` (logits out; flip test-time augmentation
+baked into the graph when asked), checks parity against torch (max abs
+difference of logits), measures the exported file's accuracy on a validation
+set *through the same runtime the Recognizer uses*, fits a softmax
+temperature there, and writes ``NAME.json`` (read by the runtime) and
+``NAME.md`` (the human model card). Needs the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .classification import EmotionClassifier
+from .data import load_faces
+from .errors import ModelError
+from .labels import EMOTIONS
+from .metrics import expected_calibration_error, fit_temperature, softmax, summarize
+from .models import count_params
+from .training import load_checkpoint
+
+OPSET = 17
+
+
+class _Ensemble(nn.Module):
+    """Average of member logits, optionally also over the mirrored input (flip TTA)."""
+
+    def __init__(self, members: list[nn.Module], flip: bool):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.flip = flip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
+        outs = [m(v) for m in self.members for v in views]
+        return torch.stack(outs, 0).mean(0)
+
+
+def count_macs(model: nn.Module, input_size: int = 48) -> int:
+    """Multiply-accumulates of one forward pass (conv + linear layers)."""
+    macs = 0
+
+    def conv_hook(m: nn.Conv2d, inp, out):
+        nonlocal macs
+        macs += out.numel() // out.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def lin_hook(m: nn.Linear, inp, out):
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(lin_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, input_size, input_size))
+    for h in hooks:
+        h.remove()
+    return macs
+
+
+def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val_data: str | Path | None = None,
+                flip_tta: bool = True, int8: bool = False, command: str = "", progress: bool = True) -> dict:
+    """Export one checkpoint (or an ensemble of several) to ``out`` (.onnx) and check it.
+
+    Returns the report written to the ``.json`` sidecar.
+    """
+    if isinstance(checkpoints, (str, Path)):
+        checkpoints = [checkpoints]
+    out = Path(out)
+    if out.suffix != ".onnx":
+        out = out.with_suffix(".onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    members, cfgs, cks = [], [], []
+    for c in checkpoints:
+        if not Path(c).is_file():
+            raise ModelError(f"{c}: checkpoint not found")
+        m, cfg = load_checkpoint(c)
+        members.append(m)
+        cfgs.append(cfg)
+        cks.append(torch.load(c, map_location="cpu", weights_only=False))
+    size = cfgs[0].input_size
+    if any(c.input_size != size for c in cfgs):
+        raise ModelError("ensemble members must share one input size")
+    net = _Ensemble(members, flip_tta).eval()
+    dummy = torch.zeros(2, 1, size, size)
+    torch.onnx.export(net, (dummy,), str(out), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
+                      dynamo=False)
+
+    # Parity: torch vs onnxruntime on random inputs.
+    clf = EmotionClassifier(out, calibrated=False)
+    x = torch.randn(16, 1, size, size)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    parity = float(np.abs(clf.logits(x.numpy()) - ref).max())
+    print(f"parity: max |torch - onnxruntime| logits = {parity:.2e}")
+
+    report: dict = {
+        "name": out.stem,
+        "file": out.name,
+        "architecture": [c.model for c in cfgs],
+        "input_size": size,
+        "flip_tta": flip_tta,
+        "params": sum(count_params(m) for m in members),
+        "mmacs_per_face": round(sum(count_macs(m, size) for m in members) * (2 if flip_tta else 1) / 1e6, 1),
+        "emotions": list(EMOTIONS),
+        "temperature": 1.0,
+        "parity_max_abs_diff": parity,
+        "training": [{"config": ck["config"], "best_epoch": ck.get("epoch", -1) + 1,
+                      "epochs": ck["config"]["epochs"],
+                      "wall_time_s": round(sum(r["seconds"] for r in ck.get("history", [])), 0)}
+                     for ck in cks],
+        "exported": _dt.date.today().isoformat(),
+        "command": command,
+    }
+    if val_data:
+        report.update(evaluate_onnx(out, val_data, progress=progress))
+    (out.with_suffix(".json")).write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(model_card(report))
+    if int8:
+        report["int8"] = quantize_int8(out, val_data, size)
+        (out.with_suffix(".json")).write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(model_card(report))
+    return report
+
+
+def evaluate_onnx(path: str | Path, val_data: str | Path, progress: bool = True) -> dict:
+    """Accuracy/F1 of an ONNX file on a class-folder set, and a temperature fitted there."""
+    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=progress)
+    clf = EmotionClassifier(path, calibrated=False)
+    from .preprocess import prepare_batch
+
+    logits = np.concatenate([clf.logits(prepare_batch(list(fs.images[i:i + 256]), clf.input_size))
+                             for i in range(0, len(fs), 256)])
+    t = fit_temperature(logits, fs.labels)
+    summary = summarize(fs.labels, softmax(logits), EMOTIONS)
+    return {
+        "temperature": round(t, 4),
+        "val": {"data": str(val_data), "n": len(fs), "accuracy": summary["accuracy"],
+                "macro_f1": summary["macro_f1"],
+                "recall": {k: v["recall"] for k, v in summary["per_class"].items()},
+                "ece_before": expected_calibration_error(fs.labels, softmax(logits)),
+                "ece_after": expected_calibration_error(fs.labels, softmax(logits, t))},
+    }
+
+
+def quantize_int8(path: Path, val_data: str | Path | None, size: int) -> dict:
+    """Static int8 (QDQ) variant calibrated on validation faces; reports accuracy and speed."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from .preprocess import prepare_batch
+
+    if not val_data:
+        raise ModelError("int8 export needs --val-data for calibration images")
+    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=False)
+    rng = np.random.default_rng(0)
+    calib = fs.images[rng.choice(len(fs), min(512, len(fs)), replace=False)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": prepare_batch(list(calib[i:i + 32]), size)}
+                                 for i in range(0, len(calib), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    q_path = path.with_name(path.stem + "-int8.onnx")
+    quantize_static(str(path), str(q_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    res = evaluate_onnx(q_path, val_data, progress=False)
+    speed = {}
+    for name, p in (("fp32", path), ("int8", q_path)):
+        clf = EmotionClassifier(p, calibrated=False, threads=1)
+        x = prepare_batch(list(fs.images[:64]), size)
+        clf.logits(x)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            clf.logits(x)
+        speed[name] = round(5 * 64 / (time.perf_counter() - t0), 1)
+    print(f"int8: accuracy {res['val']['accuracy']:.4f}; faces/s (1 thread, batch 64) {speed}")
+    return {"file": q_path.name, "val_accuracy": res["val"]["accuracy"], "faces_per_s_1thread": speed}
+
+
+def model_card(r: dict) -> str:
+    """Markdown model card from an export report."""
+    lines = [f"# {r['name']}", "",
+             f"Emotion classifier ({' + '.join(r['architecture'])}), {r['params'] / 1e6:.2f} M parameters, "
+             f"{r['mmacs_per_face']} M multiply-adds per face"
+             f"{' (including the mirrored view: flip TTA is inside the graph)' if r['flip_tta'] else ''}.",
+             "", f"- Input: {r['input_size']}×{r['input_size']} grey face crop, `ferkit.preprocess.normalize`d.",
+             f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
+             f"temperature {r['temperature']} before softmax.",
+             f"- ONNX opset {OPSET}; max |torch − onnxruntime| logits difference {r['parity_max_abs_diff']:.1e}.",
+             f"- Exported {r['exported']}.", ""]
+    lines += ["## Training", ""]
+    for t in r["training"]:
+        c = t["config"]
+        lines += [f"- `{c['model']}` on `{c['data']}` (FER2013 Training, 28,709 images), {t['epochs']} epochs "
+                  f"(best epoch {t['best_epoch']}), wall time {t['wall_time_s'] / 60:.0f} min on 2 CPU cores.",
+                  f"  Recipe: {c['optimizer']} lr {c['lr']} {c['schedule']}, batch {c['batch_size']}, "
+                  f"weight decay {c['weight_decay']}, label smoothing {c['label_smoothing']}, mixup {c['mixup']}, "
+                  f"EMA {c['ema']}, rotate ±{c['rotate']}°, scale ±{c['scale']}, shift ±{c['shift']}, "
+                  f"random erasing p={c['erase']}, seed {c['seed']}.",
+                  "  Command: `ferkit train " + " ".join(
+                      f"--{k.replace('_', '-')} {v}" for k, v in c.items()
+                      if k in ("data", "model", "epochs", "lr", "seed", "out")) + "`"]
+    if "val" in r:
+        v = r["val"]
+        lines += ["", "## Validation (FER2013 PublicTest, `val/`)", "",
+                  f"- Accuracy **{v['accuracy']:.2%}**, macro-F1 {v['macro_f1']:.4f} (n = {v['n']}), "
+                  "at the shipped settings (this file, as the Recognizer runs it).",
+                  f"- Calibration: ECE {v['ece_before']:.4f} before, {v['ece_after']:.4f} after temperature "
+                  f"scaling (T = {r['temperature']}, fitted on the same set).",
+                  "", "| class | recall |", "|---|---|"]
+        lines += [f"| {k} | {x:.3f} |" for k, x in v["recall"].items()]
+    if "int8" in r:
+        q = r["int8"]
+        lines += ["", "## int8 variant", "", f"`{q['file']}`: val accuracy {q['val_accuracy']:.2%}; "
+                  f"faces/s on 1 thread, batch 64: {q['faces_per_s_1thread']}."]
+    if r.get("command"):
+        lines += ["", "## Export command", "", f"`{r['command']}`"]
+    lines += ["", "Data: FER2013 (Goodfellow et al., 2013), research use. The images are not distributed here.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""The seven FER2013 emotions and the ways FER2013 sources spell them."""
+
+from __future__ import annotations
+
+#: Canonical order of every probability vector ferkit produces.
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+#: Original ``fer2013.csv`` ids: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral.
+CSV_IDS: dict[int, str] = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+
+#: File-name prefixes of the tutorial's flat folder (``HA1234.jpg``).
+PREFIXES: dict[str, str] = {
+    "AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy", "NE": "neutral", "SA": "sad", "SU": "surprise",
+}
+
+#: Folder-name spellings accepted besides the canonical names.
+ALIASES: dict[str, str] = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "happiness": "happy",
+                           "sadness": "sad", "surprised": "surprise", "calm": "neutral"}
+
+
+def canonical(name: str) -> str | None:
+    """Canonical emotion for a folder name or alias, or None if unknown."""
+    key = name.strip().lower()
+    if key in EMOTIONS:
+        return key
+    return ALIASES.get(key)

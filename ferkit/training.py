@@ -1,0 +1,311 @@
+"""Train emotion classifiers on FER2013-style data (needs the ``train`` extra: torch).
+
+A run is fully described by :class:`TrainConfig`; the config is written into
+every checkpoint, the CSV log and later the model card, so any shipped number
+can be reproduced. Checkpoints are written every epoch (``last.pt``) and on
+improvement (``best.pt``); ``resume=True`` continues an interrupted run from
+``last.pt`` with optimiser, schedule, EMA and RNG state.
+
+Augmentation runs batched on tensors (one affine warp per batch covers crop,
+shift, scale, rotation and flip), so two CPU cores spend their time in the
+network, not in per-image Python.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import FaceSet, load_faces, stratified_split
+from .errors import DataError
+from .labels import EMOTIONS
+from .metrics import summarize
+from .models import create_model
+from .preprocess import normalize
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """uint8 batch ``(N, 1, S, S)`` → augmented, normalised float batch."""
+    n, dev = x.shape[0], x.device
+    x = normalize(x.float())
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=gen, device=dev) * (hi - lo) + lo
+
+    ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180
+    s = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)
+    flip = torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
+    theta = torch.stack([torch.stack([cos * flip, -sin, u(-cfg.shift, cfg.shift) * 2], 1),
+                         torch.stack([sin * flip, cos, u(-cfg.shift, cfg.shift) * 2], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # brightness / contrast in normalised units
+    mean = x.mean((1, 2, 3), keepdim=True)
+    c = u(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
+    b = u(-cfg.brightness, cfg.brightness).view(n, 1, 1, 1) * 2
+    x = (x - mean) * c + mean + b
+    if cfg.erase > 0:
+        size = x.shape[-1]
+        area = u(0.02, 0.25) * size * size
+        ratio = torch.exp(u(math.log(0.3), math.log(3.3)))
+        h = (area * ratio).sqrt().clamp(1, size)
+        w = (area / ratio).sqrt().clamp(1, size)
+        y0 = u(0, 1) * (size - h)
+        x0 = u(0, 1) * (size - w)
+        ar = torch.arange(size, device=dev).float()
+        my = (ar[None] >= y0[:, None]) & (ar[None] < (y0 + h)[:, None])
+        mx = (ar[None] >= x0[:, None]) & (ar[None] < (x0 + w)[:, None])
+        m = (my[:, :, None] & mx[:, None, :]) & (torch.rand(n, generator=gen, device=dev) < cfg.erase)[:, None, None]
+        noise = torch.randn(x.shape, generator=gen, device=dev)
+        x = torch.where(m[:, None], noise, x)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                   flip_tta: bool = True, device: torch.device | None = None) -> np.ndarray:
+    """uint8 ``(N, S, S)`` images → logits ``(N, 7)``; averages the mirrored view when ``flip_tta``."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    imgs = torch.as_tensor(images)
+    for i in range(0, len(imgs), batch_size):
+        x = normalize(imgs[i:i + batch_size, None].to(device).float()).contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if flip_tta:
+            logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
+    return torch.cat(out).numpy()
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not stale
+        for e, m in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(m.detach(), alpha=1 - d)
+            else:
+                e.copy_(m)
+
+
+def _load_sets(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    data = Path(cfg.data)
+    has_splits = data.is_dir() and (data / "train").is_dir()
+    csv_file = data.is_file() and data.suffix.lower() == ".csv"
+    train = load_faces(data, "train" if (has_splits or csv_file) else None, cfg.input_size, cfg.skip_bad)
+    if cfg.val_data:
+        val = load_faces(cfg.val_data, None, cfg.input_size, cfg.skip_bad)
+    elif has_splits and (data / "val").is_dir():
+        val = load_faces(data, "val", cfg.input_size, cfg.skip_bad)
+    elif csv_file:
+        val = load_faces(data, "val", cfg.input_size)
+    else:
+        tr, va = stratified_split(train.labels, cfg.val_fraction, cfg.seed)
+        train, val = train.subset(tr), train.subset(va)
+    return train, val
+
+
+def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle" and total >= 4:
+        # pct_start keeps at least two warm-up steps so very short (test) runs stay well defined
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=max(0.2, 2.0 / total),
+                                                   div_factor=20, final_div_factor=200)
+    if cfg.schedule in ("cosine", "onecycle"):
+        warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+
+        def f(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, f)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose onecycle, cosine or plateau")
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) training. Returns the best epoch's validation summary.
+
+    Writes ``cfg.out``/``last.pt`` every epoch, ``best.pt`` on improvement,
+    ``log.csv`` (one row per epoch) and ``config.json``.
+    """
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    train_set, val_set = _load_sets(cfg)
+    counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
+    if (counts == 0).any():
+        missing = [e for e, c in zip(EMOTIONS, counts) if c == 0]
+        print(f"warning: no training images for {', '.join(missing)}")
+    x_train = torch.from_numpy(train_set.images)[:, None]
+    y_train = torch.from_numpy(train_set.labels)
+
+    model = create_model(cfg.model, input_size=cfg.input_size).to(device).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
+    sched = _make_scheduler(cfg, opt, steps_per_epoch)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    weights = None
+    if cfg.class_balance > 0:
+        w = np.maximum(counts, 1).astype(np.float64) ** -cfg.class_balance
+        weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    use_bf16 = cfg.bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+
+    start_epoch, step, best, history = 0, 0, -1.0, []
+    last = out / "last.pt"
+    if cfg.resume and last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        saved = TrainConfig.from_dict(ck["config"])
+        for k in ("model", "input_size", "epochs", "batch_size", "schedule", "lr"):
+            if getattr(saved, k) != getattr(cfg, k):
+                raise ValueError(f"cannot resume {last}: it was trained with {k}={getattr(saved, k)!r}, "
+                                 f"now {getattr(cfg, k)!r}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if ema is not None and ck.get("ema"):
+            ema.model.load_state_dict(ck["ema"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        start_epoch, step, best, history = ck["epoch"] + 1, ck["step"], ck["best"], ck["history"]
+        print(f"resuming {last} at epoch {start_epoch + 1}/{cfg.epochs}")
+    elif cfg.resume:
+        print(f"nothing to resume in {out}; starting fresh")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+        model.train()
+        t0 = time.time()
+        perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        tot_loss, tot_correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for b in bar:
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb = augment(x_train[idx].to(device), cfg, gen).contiguous(memory_format=torch.channels_last)
+            yb = y_train[idx].to(device)
+            lam, yb2 = 1.0, yb
+            if cfg.mixup > 0:
+                lam = float(np.random.default_rng(step).beta(cfg.mixup, cfg.mixup))
+                j = torch.randperm(len(xb), generator=gen, device=device) if device.type == "cuda" \
+                    else torch.randperm(len(xb), generator=gen)
+                xb, yb2 = lam * xb + (1 - lam) * xb[j], yb[j]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(xb)
+            logits = logits.float()
+            loss = lam * F.cross_entropy(logits, yb, weight=weights, label_smoothing=cfg.label_smoothing)
+            if lam < 1:
+                loss = loss + (1 - lam) * F.cross_entropy(logits, yb2, weight=weights,
+                                                          label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if cfg.schedule != "plateau":
+                sched.step()
+            step += 1
+            if ema is not None:
+                ema.update(model, step)
+            tot_loss += float(loss.detach()) * len(yb)
+            tot_correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        bar.close()
+
+        eval_model = ema.model if ema is not None else model
+        logits = predict_logits(eval_model, val_set.images, flip_tta=True, device=device)
+        val_loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_set.labels)))
+        summary = summarize(val_set.labels, torch.softmax(torch.from_numpy(logits), 1).numpy(), EMOTIONS)
+        if cfg.schedule == "plateau":
+            sched.step(summary["accuracy"])
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(seen, 1),
+               "train_acc": tot_correct / max(seen, 1), "val_loss": val_loss, "val_acc": summary["accuracy"],
+               "val_macro_f1": summary["macro_f1"], "seconds": time.time() - t0}
+        history.append(row)
+        improved = summary["accuracy"] > best
+        if improved:
+            best = summary["accuracy"]
+            torch.save({"model": eval_model.state_dict(), "config": asdict(cfg), "epoch": epoch,
+                        "summary": summary, "history": history}, out / "best.pt")
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "ema": ema.model.state_dict() if ema is not None else None, "generator": gen.get_state(),
+              "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "best": best,
+              "history": history, "config": asdict(cfg)}
+        torch.save(ck, out / "last.tmp")
+        os.replace(out / "last.tmp", last)  # atomic: an interrupt never leaves a half-written checkpoint
+        _write_log(out / "log.csv", history)
+        print(f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.3f} train_acc {row['train_acc']:.3f} "
+              f"val_acc {row['val_acc']:.4f} val_f1 {row['val_macro_f1']:.4f} "
+              f"({row['seconds']:.0f}s){' *' if improved else ''}", flush=True)
+
+    best_file = out / "best.pt"
+    if not best_file.exists():
+        raise DataError(f"{out}: training produced no checkpoint")
+    return torch.load(best_file, map_location="cpu", weights_only=False)["summary"]
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """Model (eval mode, best/EMA weights) and config from a ``best.pt``/``last.pt`` file."""
+    ck = torch.load(path, map_location=device, weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = create_model(cfg.model, input_size=cfg.input_size)
+    state = ck.get("ema") or ck["model"]
+    model.load_state_dict(state)
+    return model.eval(), cfg
