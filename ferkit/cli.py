@@ -267,30 +267,174 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- video / camera / serve
 
 def _add_video(sub) -> None:
-    p = sub.add_parser("video", help="annotate a video file: tracked faces, smoothed emotions")
+    from .video import TABLE_FORMATS, VideoOptions, add_tracking_arguments, use_video_detector
+
+    d = VideoOptions()
+    p = sub.add_parser(
+        "video", help="annotate a video file: tracked faces, smoothed emotions",
+        description="Track and label every face of a video file. Writes an annotated video (boxes, track ids, "
+        "smoothed emotions; the picture only — audio is not copied), a per-frame per-track table, one "
+        "emotion-over-time PNG per track and a summary JSON, and prints the summary. Reads any container and "
+        "codec OpenCV's FFmpeg reads. Ctrl-C stops early and still leaves a playable video and a complete "
+        "table up to that frame (exit 130); a truncated file is processed up to the damage (exit 1).")
+    p.add_argument("input", metavar="VIDEO", help="video file")
+    p.add_argument("-o", "--output", metavar="OUT", help="annotated video: .mp4 (mp4v) or .avi (MJPG) "
+                   "(default ferkit_results/<name>.annotated.mp4)")
+    p.add_argument("--results", metavar="DIR", help="folder for <name>.tracks.csv/.jsonl, <name>.track<ID>.png "
+                   "and <name>.summary.json (default: the output video's folder)")
+    p.add_argument("--no-video", action="store_true", help="do not write the annotated video (table, plots and "
+                   "summary only)")
+    p.add_argument("--table-format", choices=TABLE_FORMATS, default=d.table_format,
+                   help=f"per-frame table format (default {d.table_format})")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracking_arguments(p)
+    _add_recognizer_options(p)
+    use_video_detector(p)
     p.set_defaults(func=_cmd_video)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    raise UsageError("video is not available yet")
+    from .video import check_outputs, format_summary, open_video, options_from_args, prepare_recognizer, process_video
+
+    options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
+    options.validate()  # ValueError → usage error (exit 2) before any model loads
+    open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
+    check_outputs(args.input, args.output, args.results, write_video=not args.no_video)
+    rec = prepare_recognizer(build_recognizer(args), threads=args.threads, detect_size=args.detect_size)
+    report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
+                           write_video=not args.no_video, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in format_summary(report):
+            print(line)
+        written = ([report.video] if report.video else []) + report.tables + [report.summary]
+        print("wrote " + ", ".join(written) + (f" and {sum(1 for t in report.tracks if t.plot)} track plot(s)"
+                                               if report.tracks else ""), file=sys.stderr)
+    if report.status == "interrupted":
+        _err(report.message())
+        return EXIT_INTERRUPTED
+    if report.status == "truncated":
+        _err(report.message())
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def _add_camera(sub) -> None:
-    p = sub.add_parser("camera", help="live camera with overlay (or JSON lines when headless)")
+    from .video import add_tracking_arguments, use_video_detector
+
+    p = sub.add_parser(
+        "camera", help="live camera with overlay (or JSON lines when headless)",
+        description="Live emotion overlay from a camera: a window (q or Esc to quit) where a display exists, "
+        "otherwise — or with --headless — one JSON line per frame on stdout. Ctrl-C stops cleanly (exit 130).")
+    p.add_argument("--device", default="0", help="camera index (default 0), or a video file / stream URL")
+    p.add_argument("--headless", action="store_true", help="no window: print one JSON line per frame")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
+    add_tracking_arguments(p)
+    _add_recognizer_options(p)
+    use_video_detector(p)
     p.set_defaults(func=_cmd_camera)
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
-    raise UsageError("camera is not available yet")
+    from .video import open_camera, options_from_args, prepare_recognizer, run_camera
+
+    options = options_from_args(args)
+    options.validate()
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    device = int(args.device) if args.device.strip().isdigit() else args.device
+    open_camera(device).release()  # an absent or busy camera fails fast, before the models load
+    rec = prepare_recognizer(build_recognizer(args), threads=args.threads, detect_size=args.detect_size)
+    try:
+        n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)
+    except KeyboardInterrupt:
+        _err("interrupted")  # camera already released by run_camera
+        return EXIT_INTERRUPTED
+    print(f"{n} frames", file=sys.stderr)
+    return EXIT_OK
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP API and web page (needs ferkit[serve])")
+    p = sub.add_parser("serve", help="HTTP API and web page (needs ferkit[serve])",
+                       description="Serve the JSON API (/v1/analyze, /v1/annotate, /v1/models, /healthz, docs at "
+                       "/docs) and the web page (/) with uvicorn. Models load once at start-up.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine "
+                   "only); any other needs an API key or --insecure")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--workers", type=int, default=0, help="inference threads (default: CPU cores, at most 4)")
+    p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker; beyond "
+                   "workers + queue the service answers 503 (default 16)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504 (default 30)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file in MiB (default 20)")
+    p.add_argument("--max-megapixels", type=float, default=50.0, help="largest image in megapixels, checked "
+                   "from the header before decoding (default 50)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per inference (default 1: "
+                   "parallelism comes from --workers; 0 = onnxruntime's default)")
+    p.add_argument("--api-key", default=None, help="require this X-API-Key header on /v1/ requests (default: "
+                   "env FERKIT_API_KEY; prefer the variable, arguments are visible to other users)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
+    p.add_argument("--allow-host", action="append", metavar="NAME", help="accept this Host header too (repeatable; "
+                   "on a loopback --host only localhost/127.0.0.1/::1 are accepted, against DNS rebinding — add "
+                   "the public name when a reverse proxy forwards its Host)")
+    p.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM): browsers allow the camera only "
+                   "over https or on localhost")
+    p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _add_recognizer_options(p)
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise UsageError("serve is not available yet")
+    import os
+
+    try:
+        from . import service
+    except ImportError as e:
+        raise FerkitError(f"serve needs FastAPI and uvicorn: pip install 'ferkit[serve]' ({e})") from None
+    from .classification import EmotionClassifier
+    from .detection import create_detector
+
+    for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 0),
+                             ("--threads", args.threads, 0)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.port > 65535 or args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise UsageError("--port must be <= 65535; --timeout, --max-upload-mb and --max-megapixels must be > 0")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise UsageError("--ssl-certfile and --ssl-keyfile go together")
+    api_key = args.api_key or os.environ.get("FERKIT_API_KEY") or None
+    for warning in service.check_bind(args.host, api_key, args.insecure):
+        print(f"ferkit: warning: {warning}", file=sys.stderr, flush=True)
+    settings = service.ServiceSettings(workers=args.workers, max_queue=args.queue, timeout_s=args.timeout,
+                                       max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                                       max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key)
+    if args.allow_host:
+        settings.allowed_hosts = service.LOOPBACK_HOSTS + tuple(args.allow_host)
+    threads = args.threads or None
+    # Workers share one Recognizer; one onnxruntime thread per inference keeps N workers on N cores
+    # instead of N × cores threads fighting (measured in docs/service.md).
+    rec_args = argparse.Namespace(**vars(args))
+    if isinstance(args.detector, str):
+        try:
+            rec_args.detector = create_detector(args.detector, threads=threads)
+        except TypeError:  # a detector without a threads option
+            rec_args.detector = create_detector(args.detector)
+    rec = build_recognizer(rec_args)
+    rec.max_pixels = settings.max_pixels
+    if threads is not None:
+        rec.classifier = EmotionClassifier(args.model, threads=threads)
+    print(f"ferkit: starting http{'s' if args.ssl_certfile else ''}://{args.host}:{args.port}/ "
+          f"(model {rec.model_name}, detector {rec.detector_name}, {settings.workers} workers, "
+          f"API key {'required' if api_key else 'off'}); API docs at /docs, Ctrl+C to stop",
+          file=sys.stderr, flush=True)
+    service.serve(rec, settings, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
+                  ssl_keyfile=args.ssl_keyfile, log_level=args.log_level)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- entry point

@@ -1,0 +1,250 @@
+"""Bounded load test of `ferkit serve` on loopback.
+
+Starts a real server in a subprocess (or uses --url), sends --requests POSTs of one image with at most
+--concurrency in flight (httpx AsyncClient), and prints latency percentiles, throughput and status
+counts. 503 (saturated, with Retry-After) is counted apart from other 5xx: it is the service refusing
+work on purpose when more than workers + queue requests are in flight. The exit status is 1 when any
+other 5xx or transport error happened.
+
+    python benchmarks/load_test.py                      # 300 requests, 16 concurrent, default pipeline
+    python benchmarks/load_test.py --workers 1 --queue 0    # a pool too small: shows 503s
+    python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key "$FERKIT_API_KEY"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """`python -m ferkit.cli serve` on a free loopback port; returns (process, base URL) once /healthz answers."""
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--workers", str(args.workers),
+           "--queue", str(args.queue), "--threads", str(args.threads), "--log-level", "warning"]
+    if args.detector:
+        cmd += ["--detector", args.detector]
+    if args.model:
+        cmd += ["--model", args.model]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("FERKIT_API_KEY", None)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("server did not start within 120 s")
+        time.sleep(0.2)
+
+
+async def run_load(url: str, data: bytes, args: argparse.Namespace) -> dict:
+    """Send the requests; returns the summary dict."""
+    import httpx
+
+    headers = {"Content-Type": "image/jpeg"}
+    if args.api_key:
+        headers["X-API-Key"] = args.api_key
+    endpoint = f"{url}/v1/{args.endpoint}"
+    latencies: list[float] = []
+    ok_latencies: list[float] = []
+    statuses: Counter = Counter()
+    transport_errors: list[str] = []
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=args.client_timeout) as client:
+        for _ in range(args.warmup):
+            await client.post(endpoint, content=data, headers=headers)
+        todo = iter(range(args.requests))
+
+        async def worker() -> None:
+            for _ in todo:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(endpoint, content=data, headers=headers)
+                    await r.aread()
+                except httpx.TransportError as e:
+                    transport_errors.append(type(e).__name__)
+                    continue
+                dt = time.perf_counter() - t0
+                latencies.append(dt)
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    ok_latencies.append(dt)
+
+        probes: list[float] = []
+        finished = asyncio.Event()
+
+        async def probe() -> None:
+            # /healthz while the pool is busy: stays fast only if inference really runs off the event loop.
+            async with httpx.AsyncClient(timeout=10) as side:
+                while not finished.is_set():
+                    t = time.perf_counter()
+                    await side.get(f"{url}/healthz")
+                    probes.append(time.perf_counter() - t)
+                    await asyncio.sleep(0.5)
+
+        t0 = time.perf_counter()
+        prober = asyncio.create_task(probe())
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        wall = time.perf_counter() - t0
+        finished.set()
+        await prober
+    five = sum(n for s, n in statuses.items() if s >= 500 and s != 503)
+    lat = ok_latencies or latencies or [float("nan")]
+    return {
+        "requests": args.requests, "concurrency": args.concurrency, "endpoint": args.endpoint,
+        "wall_s": round(wall, 2), "throughput_rps": round(statuses[200] / wall, 2),
+        "p50_ms": round(percentile(lat, 50) * 1e3, 1), "p95_ms": round(percentile(lat, 95) * 1e3, 1),
+        "p99_ms": round(percentile(lat, 99) * 1e3, 1), "max_ms": round(max(lat) * 1e3, 1),
+        "status": dict(sorted(statuses.items())), "http_5xx_excluding_503": five, "http_503": statuses[503],
+        "transport_errors": len(transport_errors),
+        "healthz_p50_ms": round(percentile(probes, 50) * 1e3, 1) if probes else None,
+        "healthz_max_ms": round(max(probes) * 1e3, 1) if probes else None,
+    }
+
+
+def sharing_benchmark(data: bytes, workers: int, n: int, detector: str | None) -> None:
+    """In-process, no HTTP: one shared Recognizer vs one per worker thread vs a lock, onnxruntime 1 thread each.
+
+    This is the measurement behind the service's choice of one shared Recognizer.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    sys.path.insert(0, str(ROOT))
+    from ferkit.detection import DEFAULT_DETECTOR, create_detector
+    from ferkit.images import decode_image
+    from ferkit.recognizer import Recognizer
+
+    name = detector or DEFAULT_DETECTOR
+
+    def load() -> Recognizer:
+        return Recognizer(detector=create_detector(name, threads=1), threads=1)
+
+    shared = load()
+    local = threading.local()
+    lock = threading.Lock()
+
+    def per_thread() -> Recognizer:
+        if not hasattr(local, "rec"):
+            local.rec = load()
+        return local.rec
+
+    def run(label: str, get, use_lock: bool) -> None:
+        def job(_: int) -> int:
+            img = decode_image(data)
+            rec = get()
+            if use_lock:
+                with lock:
+                    return len(rec.analyze(img).faces)
+            return len(rec.analyze(img).faces)
+
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(job, range(2 * workers)))  # warm-up (and per-thread loading)
+            t0 = time.perf_counter()
+            list(ex.map(job, range(n)))
+            dt = time.perf_counter() - t0
+        print(f"  {label:34s} {n / dt:6.2f} images/s", flush=True)
+
+    print(f"{n} analyses of the image, {workers} threads, detector {name}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f}")
+    for _ in range(2):  # interleaved twice: background load drifts
+        run("one shared Recognizer", lambda: shared, False)
+        run("one Recognizer per thread", per_thread, False)
+        run("one shared Recognizer + lock", lambda: shared, True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="use a running server instead of starting one")
+    p.add_argument("--api-key", default=os.environ.get("FERKIT_API_KEY"), help="X-API-Key for --url")
+    p.add_argument("--image", default=str(ROOT / "examples" / "astronauts.jpg"))
+    p.add_argument("--endpoint", choices=("analyze", "annotate"), default="analyze")
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=4, help="requests sent first and not counted")
+    p.add_argument("--client-timeout", type=float, default=120.0)
+    p.add_argument("--workers", type=int, default=0, help="server inference threads (0 = its default)")
+    p.add_argument("--queue", type=int, default=16, help="server queue (16 concurrent need workers + queue >= 16 "
+                   "to never see 503)")
+    p.add_argument("--threads", type=int, default=1, help="server onnxruntime threads per inference")
+    p.add_argument("--detector", default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.add_argument("--sharing", action="store_true", help="instead: compare a shared Recognizer, one per "
+                   "thread and a lock in-process (no HTTP), with --workers threads and --requests images")
+    args = p.parse_args(argv)
+
+    data = Path(args.image).read_bytes()
+    if args.sharing:
+        sharing_benchmark(data, args.workers or 2, args.requests, args.detector)
+        return 0
+    proc = None
+    url = args.url
+    if url is None:
+        proc, url = start_server(args)
+    try:
+        import httpx
+
+        health = httpx.get(f"{url}/healthz", timeout=5).json()
+        summary = asyncio.run(run_load(url, data, args))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    summary.update(server={k: health.get(k) for k in ("model", "detector", "workers", "max_in_flight")},
+                   image=Path(args.image).name, cpus=os.cpu_count(),
+                   loadavg_1m=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        s = summary
+        print(f"{s['requests']} × POST /v1/{s['endpoint']} ({s['image']}), {s['concurrency']} concurrent; server "
+              f"{s['server']['model']} + {s['server']['detector']}, {s['server']['workers']} workers, "
+              f"{s['server']['max_in_flight']} slots; {s['cpus']} CPUs, load {s['loadavg_1m']}")
+        print(f"  throughput {s['throughput_rps']} req/s over {s['wall_s']} s")
+        print(f"  latency (200s) p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, p99 {s['p99_ms']} ms, "
+              f"max {s['max_ms']} ms")
+        print(f"  status {s['status']}; 5xx other than 503: {s['http_5xx_excluding_503']}; 503 (saturated, "
+              f"Retry-After): {s['http_503']}; transport errors: {s['transport_errors']}")
+        print(f"  /healthz during the load: p50 {s['healthz_p50_ms']} ms, max {s['healthz_max_ms']} ms")
+    return 1 if summary["http_5xx_excluding_503"] or summary["transport_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+import cv2
+import numpy as np
+
+from ferkit.detection import Detection
+from ferkit.quality import QualityGate, estimate_yaw, sharpness
+
+FRONTAL = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)
+
+
+def test_sharpness_drops_with_blur_and_ignores_contrast(astronaut):
+    face = cv2.cvtColor(cv2.resize(astronaut[70:210, 165:275], (48, 48)), cv2.COLOR_BGR2GRAY)
+    sharp = sharpness(face)
+    assert sharpness(cv2.GaussianBlur(face, (0, 0), 2)) < sharp / 4
+    dim = (face.astype(np.float32) * 0.3).astype(np.uint8)  # darker, lower contrast, same focus
+    assert abs(sharpness(dim) - sharp) / sharp < 0.25
+    assert sharpness(np.full((48, 48), 128, np.uint8)) == 0.0
+
+
+def test_yaw_is_zero_frontal_and_signed_when_turned():
+    assert abs(estimate_yaw(FRONTAL)) < 1e-6
+    turned = FRONTAL.copy()
+    turned[2, 0] += 15  # nose moves toward the right eye
+    assert estimate_yaw(turned) > 0.5
+    turned[2, 0] -= 30
+    assert estimate_yaw(turned) < -0.5
+    assert estimate_yaw(None) is None
+
+
+def test_gate_reasons_in_order():
+    gate = QualityGate(min_face_size=30, min_sharpness=10, max_yaw=0.5, min_score=0.9)
+    crisp = np.tile(np.array([0, 255], np.uint8), (48, 24))
+    flat = np.full((48, 48), 100, np.uint8)
+    ok = gate.assess(Detection((0, 0, 100, 100), 0.99, FRONTAL), crisp)
+    assert ok.readable and ok.reason is None
+    assert gate.assess(Detection((0, 0, 20, 20), 0.99, FRONTAL), crisp).reason == "too_small"
+    assert gate.assess(Detection((0, 0, 100, 100), 0.99, FRONTAL), flat).reason == "blurry"
+    turned = FRONTAL.copy()
+    turned[2, 0] += 18
+    assert gate.assess(Detection((0, 0, 100, 100), 0.99, turned), crisp).reason == "turned_away"
+    assert gate.assess(Detection((0, 0, 100, 100), 0.5, FRONTAL), crisp).reason == "low_score"
+    # a size that fails two checks reports the first
+    assert gate.assess(Detection((0, 0, 20, 20), 0.5, FRONTAL), flat).reason == "too_small"
+
+
+def test_zero_disables_a_check():
+    gate = QualityGate(min_face_size=0, min_sharpness=0, max_yaw=0, min_score=0)
+    q = gate.assess(Detection((0, 0, 2, 2), 0.01, None), np.zeros((48, 48), np.uint8))
+    assert q.readable

@@ -1,0 +1,114 @@
+"""The whole pipeline on real faces (public-domain NASA portrait) with the committed model."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit import EMOTIONS, Recognizer
+from ferkit.detection import Detection
+from ferkit.errors import ImageError, ModelError
+from ferkit.quality import QualityGate
+
+from .conftest import ASTRONAUT_FACE, EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def rec() -> Recognizer:
+    return Recognizer()
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return iw * ih / (aw * ah + bw * bh - iw * ih)
+
+
+def test_single_face_is_found_and_labelled(rec, astronaut):
+    result = rec.analyze(astronaut)
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    assert iou(face.box, ASTRONAUT_FACE) > 0.5
+    assert face.readable and face.quality.reason is None
+    assert face.probabilities.shape == (7,) and np.isclose(face.probabilities.sum(), 1.0, atol=1e-5)
+    assert face.emotion == EMOTIONS[int(np.argmax(face.probabilities))]
+    assert face.landmarks.shape == (5, 2)
+    assert result.width == 512 and result.height == 512
+
+
+def test_all_input_forms_agree(rec, astronaut, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), astronaut)
+    ref = rec.analyze(astronaut).faces[0].probabilities
+    for x in (path, str(path), path.read_bytes(), Image.fromarray(cv2.cvtColor(astronaut, cv2.COLOR_BGR2RGB))):
+        np.testing.assert_allclose(rec.analyze(x).faces[0].probabilities, ref, atol=1e-5)
+    assert rec.analyze(path).source == str(path)
+
+
+def test_example_photo_has_readable_and_unreadable_faces(rec):
+    result = rec.analyze(EXAMPLE)
+    readable = [f for f in result.faces if f.readable]
+    unreadable = [f for f in result.faces if not f.readable]
+    assert len(readable) >= 3
+    assert unreadable, "the example's tiny/blurred faces must be reported unreadable"
+    for f in unreadable:
+        assert f.emotion is None and f.probabilities is None and f.quality.reason
+    d = json.loads(json.dumps(result.to_dict()))  # JSON-ready
+    assert d["emotions"] == list(EMOTIONS) and len(d["faces"]) == len(result.faces)
+    assert set(d["faces"][0]["probabilities"]) == set(EMOTIONS)
+
+
+def test_mirrored_face_gets_nearly_the_same_emotion(rec, astronaut):
+    a = rec.analyze(astronaut).faces[0].probabilities
+    b = rec.analyze(cv2.flip(astronaut, 1)).faces[0].probabilities
+    assert np.abs(a - b).max() < 0.1  # flip TTA inside the model makes it nearly symmetric
+
+
+def test_batched_classification_matches_single(rec, astronaut):
+    tiled = np.vstack([np.hstack([astronaut, astronaut]), np.hstack([astronaut, astronaut])])
+    result = rec.analyze(tiled)
+    assert len(result.faces) == 4
+    single = rec.analyze(astronaut).faces[0].probabilities
+    for f in result.faces:
+        np.testing.assert_allclose(f.probabilities, single, atol=2e-2)
+
+
+def test_given_detections_skip_the_detector(rec, astronaut):
+    det = Detection(box=ASTRONAUT_FACE, score=0.99, landmarks=None)
+    result = rec.analyze(astronaut, detections=[det])
+    assert len(result.faces) == 1 and result.faces[0].box == tuple(float(v) for v in ASTRONAUT_FACE)
+
+
+def test_quality_gate_is_configurable(astronaut):
+    strict = Recognizer(quality=QualityGate(min_face_size=1000))
+    face = strict.analyze(astronaut).faces[0]
+    assert not face.readable and face.quality.reason == "too_small" and face.emotion is None
+    blurred = cv2.GaussianBlur(astronaut, (0, 0), 4)
+    res = Recognizer(quality={"min_face_size": 0}).analyze(blurred)
+    assert res.faces and res.faces[0].quality.reason == "blurry"
+
+
+def test_no_faces(rec):
+    assert rec.analyze(np.full((240, 320, 3), 127, np.uint8)).faces == []
+
+
+def test_errors(rec, tmp_path):
+    with pytest.raises(ImageError):
+        rec.analyze(tmp_path / "missing.jpg")
+    with pytest.raises(ModelError, match="unknown model"):
+        Recognizer(model="no-such-model")
+    with pytest.raises(ModelError, match="unknown detector"):
+        Recognizer(detector="no-such-detector")
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, ferkit; print(any(m in sys.modules for m in ('cv2', 'onnxruntime', 'torch')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
