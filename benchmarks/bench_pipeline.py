@@ -65,13 +65,13 @@ def main() -> None:
     for w, h in ((640, 480), (1280, 720)):
         img = scene(w, h)
         n = len(rec.analyze(img).faces)
-        total = median_ms(lambda: rec.analyze(img), args.runs)
-        det = median_ms(lambda: rec.detector.detect(img), args.runs)
+        total = median_ms(lambda img=img: rec.analyze(img), args.runs)
+        det = median_ms(lambda img=img: rec.detector.detect(img), args.runs)
         print(f"{w}×{h}, {n} faces: end-to-end {total:.1f} ms/photo ({1e3 / total:.0f} photos/s); "
               f"detector {det:.1f} ms")
     crops = list(np.random.default_rng(0).integers(0, 255, (64, 48, 48), dtype=np.uint8))
     for batch in (1, 8, 64):
-        ms = median_ms(lambda: rec.classifier.predict(crops[:batch]), args.runs)
+        ms = median_ms(lambda b=batch: rec.classifier.predict(crops[:b]), args.runs)
         print(f"classifier batch {batch:2d}: {batch * 1e3 / ms:.0f} faces/s ({ms:.2f} ms/batch)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
