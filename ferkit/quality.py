@@ -7,7 +7,8 @@ classifier sees, so a threshold means the same thing at any photo size.
 
 Default thresholds come from ``benchmarks/calibrate_quality.py``, which
 degrades FER2013 ``val/`` faces (Gaussian blur, down-scaling) and measures
-where the shipped classifier's accuracy collapses; see docs/quality.md.
+where the shipped classifier's accuracy falls to halfway between its clean accuracy
+and a majority-class guess; see docs/quality.md.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from .results import Quality
 class QualityGate:
     """Thresholds of the quality gate (all configurable; 0 disables a check)."""
 
-    min_face_size: float = 24.0  # px, shorter side of the detector box
-    min_sharpness: float = 60.0  # variance of the Laplacian on the normalised 48×48 grey crop
-    max_yaw: float = 0.6  # |landmark yaw|, 0 frontal … 1 profile
+    min_face_size: float = 16.0  # px, shorter side of the detector box (calibrated)
+    min_sharpness: float = 48.0  # variance of the Laplacian on the normalised 48×48 crop (calibrated)
+    max_yaw: float = 0.6  # |landmark yaw|, 0 frontal … 1 profile (geometric, see docs/quality.md)
     min_score: float = 0.85  # detector confidence
 
     def assess(self, detection: Detection, crop48: np.ndarray) -> Quality:

@@ -88,7 +88,7 @@ def test_quality_gate_is_configurable(astronaut):
     strict = Recognizer(quality=QualityGate(min_face_size=1000))
     face = strict.analyze(astronaut).faces[0]
     assert not face.readable and face.quality.reason == "too_small" and face.emotion is None
-    blurred = cv2.GaussianBlur(astronaut, (0, 0), 4)
+    blurred = cv2.GaussianBlur(astronaut, (0, 0), 6)
     res = Recognizer(quality={"min_face_size": 0}).analyze(blurred)
     assert res.faces and res.faces[0].quality.reason == "blurry"
 

@@ -264,7 +264,7 @@ def test_sigint_to_a_running_cli_finalises_outputs(tmp_path, face):
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=240)  # generous: a loaded CI machine finalises slowly
     finally:
         if proc.poll() is None:
             proc.kill()
