@@ -1,0 +1,85 @@
+"""`ferkit analyze` end to end: outputs, one line per face, bad inputs, exit codes."""
+
+import csv
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from ferkit.cli import main
+
+from .conftest import EXAMPLE
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_example_writes_everything(tmp_path: Path, capsys):
+    code, out, err = run(["analyze", EXAMPLE, "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) >= 4 and all(" face " in ln for ln in lines)
+    assert any("unreadable (" in ln for ln in lines) and any(ln.endswith(tuple("0123456789")) for ln in lines)
+    assert (tmp_path / "o" / "astronauts.jpg").stat().st_size > 10_000
+    record = json.loads((tmp_path / "o" / "results.jsonl").read_text().splitlines()[0])
+    assert len(record["faces"]) == len(lines) and record["source"] == str(EXAMPLE)
+
+
+def test_csv_and_json_stdout(tmp_path: Path, capsys):
+    code, out, _ = run(["analyze", EXAMPLE, "-o", tmp_path, "--format", "csv", "--json", "--no-images"], capsys)
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[0])["faces"]
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert rows and {"emotion", "happy", "reason", "readable"} <= set(rows[0])
+    assert not (tmp_path / "astronauts.jpg").exists()
+
+
+def test_bad_inputs_each_get_one_line_and_the_rest_is_done(tmp_path: Path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "good.jpg")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "trunc.jpg").write_bytes(EXAMPLE.read_bytes()[:20000])
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr +
+                                      struct.pack(">I", zlib.crc32(ihdr)))
+    (tmp_path / "empty").mkdir()
+    out_dir = tmp_path / "o"
+    code, out, err = run(["analyze", folder, tmp_path / "missing.jpg", tmp_path / "empty", "-o", out_dir], capsys)
+    assert code == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("ferkit: error:")]
+    assert len(errors) == 6
+    for word in ("no such file", "no images", "empty", "not an image", "truncated", "20000×20000"):
+        assert any(word in e for e in errors), word
+    assert "Traceback" not in err
+    assert "good.jpg face 1" in out
+    assert (out_dir / "good.jpg").exists() and len((out_dir / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_unwritable_output_still_prints_results(tmp_path: Path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run(["analyze", EXAMPLE, "-o", blocker / "sub"], capsys)
+    assert code == 1 and "not writable" in err and "face 1" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["analyze"])
+    assert e.value.code == 2 and "required" in capsys.readouterr().err
+    code, _, err = run(["analyze", EXAMPLE, "--model", "nope"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "unknown model" in err
+
+
+def test_models_lists_shipped_weights(capsys):
+    code, out, _ = run(["models", "--json"], capsys)
+    d = json.loads(out)
+    assert code == 0 and any(m["default"] and m["val_accuracy"] > 0.6 for m in d["models"])
+    assert any(x["name"] == "mtcnn" and x["default"] for x in d["detectors"])
