@@ -39,6 +39,7 @@ from .errors import OutputError, VideoError
 from .labels import EMOTIONS
 from .results import Face, Quality
 from .tracking import SMOOTHING_METHODS, DetectionSchedule, FaceTracker, Smoother, Track, make_smoother
+from .writers import ensure_writable_dir
 
 # FFmpeg prints its own decoder complaints ("moov atom not found", "partial file") on stderr;
 # ferkit reports these conditions itself in one line. OpenCV reads these variables when its
@@ -657,17 +658,6 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWrit
     return writer
 
 
-def _ensure_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".ferkit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"{path}: output folder is not writable ({e.strerror or e})") from None
-    return path
-
-
 # ---------------------------------------------------------------------------- video files
 
 
@@ -760,8 +750,8 @@ def check_outputs(input_path: str | Path, output: str | Path | None = None, resu
                               "use .mp4 or .avi")
         if video_path.resolve() == Path(input_path).resolve():
             raise OutputError(f"{video_path}: output would overwrite the input video; choose another -o")
-        _ensure_dir(video_path.parent)
-    _ensure_dir(folder)
+        ensure_writable_dir(video_path.parent)
+    ensure_writable_dir(folder)
     return video_path, folder
 
 
