@@ -43,8 +43,11 @@ def _add_recognizer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-score", type=float, help="detector confidence; below = low_score")
 
 
-def build_recognizer(args: argparse.Namespace):
-    """Recognizer from the shared command-line options (used by analyze, video, camera, serve)."""
+def build_recognizer(args: argparse.Namespace, threads: int | None = None):
+    """Recognizer from the shared command-line options (used by analyze, video, camera, serve).
+
+    ``threads``: onnxruntime threads for the classifier (None/0 = onnxruntime's default).
+    """
     from .quality import QualityGate
     from .recognizer import Recognizer
 
@@ -53,7 +56,7 @@ def build_recognizer(args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             setattr(gate, name, value)
-    return Recognizer(model=args.model, detector=args.detector, quality=gate)
+    return Recognizer(model=args.model, detector=args.detector, quality=gate, threads=threads)
 
 
 # ---------------------------------------------------------------- analyze
@@ -303,7 +306,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
     options.validate()  # ValueError → usage error (exit 2) before any model loads
     open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
     check_outputs(args.input, args.output, args.results, write_video=not args.no_video)
-    rec = prepare_recognizer(build_recognizer(args), threads=args.threads, detect_size=args.detect_size)
+    rec = prepare_recognizer(build_recognizer(args, threads=args.threads),
+                             threads=args.threads, detect_size=args.detect_size)
     report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
                            write_video=not args.no_video, progress=not args.no_progress)
     if args.json:
@@ -349,7 +353,8 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     device = int(args.device) if args.device.strip().isdigit() else args.device
     open_camera(device).release()  # an absent or busy camera fails fast, before the models load
-    rec = prepare_recognizer(build_recognizer(args), threads=args.threads, detect_size=args.detect_size)
+    rec = prepare_recognizer(build_recognizer(args, threads=args.threads),
+                             threads=args.threads, detect_size=args.detect_size)
     try:
         n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)
     except KeyboardInterrupt:
@@ -396,7 +401,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from . import service
     except ImportError as e:
         raise FerkitError(f"serve needs FastAPI and uvicorn: pip install 'ferkit[serve]' ({e})") from None
-    from .classification import EmotionClassifier
     from .detection import create_detector
 
     for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 0),
@@ -424,10 +428,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             rec_args.detector = create_detector(args.detector, threads=threads)
         except TypeError:  # a detector without a threads option
             rec_args.detector = create_detector(args.detector)
-    rec = build_recognizer(rec_args)
+    rec = build_recognizer(rec_args, threads=threads)
     rec.max_pixels = settings.max_pixels
-    if threads is not None:
-        rec.classifier = EmotionClassifier(args.model, threads=threads)
     print(f"ferkit: starting http{'s' if args.ssl_certfile else ''}://{args.host}:{args.port}/ "
           f"(model {rec.model_name}, detector {rec.detector_name}, {settings.workers} workers, "
           f"API key {'required' if api_key else 'off'}); API docs at /docs, Ctrl+C to stop",
