@@ -104,11 +104,13 @@ def peak_rss_mb() -> float:
 
 
 def run(path: Path, out: Path, options: VideoOptions, detector: str, threads: int, detect_size: int,
-        segment: int = 0) -> dict:
+        segment: int = 0, model: str | None = None) -> dict:
+    from ferkit.classification import REALTIME_MODEL
     from ferkit.recognizer import Recognizer
 
     # The same set-up as `ferkit video`.
-    rec = prepare_recognizer(Recognizer(detector=detector), threads=threads, detect_size=detect_size)
+    rec = prepare_recognizer(Recognizer(model=model or REALTIME_MODEL, detector=detector), threads=threads,
+                             detect_size=detect_size)
     segs: list[tuple[int, float, float]] = []
     mark = [time.perf_counter()]
 
@@ -139,6 +141,7 @@ def main() -> None:
     ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
     ap.add_argument("--threads", type=int, default=1, help="classifier threads (ferkit video --threads)")
     ap.add_argument("--detect-size", type=int, default=480, help="detector input size (ferkit video --detect-size)")
+    ap.add_argument("--model", default=None, help="classifier (default: ferkit video's, fernet-m)")
     ap.add_argument("--keep", default=None, help="folder to keep the generated video and outputs in")
     args = ap.parse_args()
     opts = VideoOptions(detect_every=args.detect_every, classify_every=args.classify_every)
@@ -148,8 +151,8 @@ def main() -> None:
         clip = make_video(work / f"bench_{args.faces}faces.mp4", args.frames, args.faces)
         print(f"cv2 {cv2.__version__}, {args.frames} frames 640x480, {args.faces} faces, detector {args.detector}, "
               f"at {args.detect_size} px, detect every {opts.detect_every} (adaptive), classify every "
-              f"{opts.classify_every}, {args.threads} classifier thread(s)")
-        r = run(clip, work / "out", opts, args.detector, args.threads, args.detect_size)
+              f"{opts.classify_every}, {args.threads} classifier thread(s), model {args.model or 'default'}")
+        r = run(clip, work / "out", opts, args.detector, args.threads, args.detect_size, model=args.model)
         print(f"short run: {r['frames']} frames, {r['fps']:.1f} frames/s end to end "
               f"(loop {r['loop_fps']:.1f}); {r['tracks']} tracks, {r['detector_runs']} detector runs, "
               f"{r['classified']} face classifications; peak RSS {r['peak_rss_mb']:.0f} MB")
@@ -164,7 +167,8 @@ def main() -> None:
         if args.long:
             clip = make_video(work / f"bench_long_{args.faces}faces.mp4", args.long, args.faces)
             seg = max(1, args.long // 5)
-            r = run(clip, work / "out_long", opts, args.detector, args.threads, args.detect_size, segment=seg)
+            r = run(clip, work / "out_long", opts, args.detector, args.threads, args.detect_size, segment=seg,
+                    model=args.model)
             print(f"long run: {r['frames']} frames, {r['fps']:.1f} frames/s end to end, CPU {r['cpu_ms']:.1f} "
                   f"ms/frame; peak RSS {r['peak_rss_mb']:.0f} MB")
             for end, fps, rss in r["segments"]:

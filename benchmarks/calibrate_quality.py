@@ -7,7 +7,7 @@ below the midpoint between clean accuracy and the majority-class rate (what a
 guess would score), so the gate rejects exactly the faces on which the model
 would mostly be guessing.
 
-    python benchmarks/calibrate_quality.py ../shared/fer2013 [--model fernet-m]
+    python benchmarks/calibrate_quality.py ../shared/fer2013 [--model fernet-e3]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import argparse
 import cv2
 import numpy as np
 
-from ferkit.classification import EmotionClassifier
+from ferkit.classification import DEFAULT_MODEL, EmotionClassifier
 from ferkit.data import load_faces
 from ferkit.quality import sharpness
 
@@ -30,7 +30,7 @@ def accuracy(clf: EmotionClassifier, images: np.ndarray, labels: np.ndarray) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
-    ap.add_argument("--model", default="fernet-m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args()
     fs = load_faces(args.data, "val")
     clf = EmotionClassifier(args.model)

@@ -29,12 +29,14 @@ class UsageError(Exception):
 
 # ---------------------------------------------------------------- shared options
 
-def _add_recognizer_options(p: argparse.ArgumentParser) -> None:
-    from .classification import DEFAULT_MODEL
+def _add_recognizer_options(p: argparse.ArgumentParser, realtime: bool = False) -> None:
+    from .classification import DEFAULT_MODEL, REALTIME_MODEL
     from .detection import DEFAULT_DETECTOR
 
+    model = REALTIME_MODEL if realtime else DEFAULT_MODEL
     g = p.add_argument_group("models and quality gate")
-    g.add_argument("--model", default=DEFAULT_MODEL, help=f"classifier name or .onnx path (default {DEFAULT_MODEL})")
+    g.add_argument("--model", default=model, help=f"classifier name or .onnx path (default {model}; "
+                   "`ferkit models` lists them)")
     g.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector (default {DEFAULT_DETECTOR}); "
                    "see `ferkit models`")
     g.add_argument("--min-face-size", type=float, help="px; smaller faces are reported as too_small")
@@ -249,6 +251,10 @@ def _add_export(sub) -> None:
     p.add_argument("--val-data", default=None, help="class-folder set to measure accuracy and fit temperature")
     p.add_argument("--no-flip", action="store_true", help="do not bake flip test-time augmentation into the graph")
     p.add_argument("--int8", action="store_true", help="also write a static int8 variant (needs --val-data)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store weights as float16 (half the file; onnxruntime casts them back once at load, "
+                   "so inference stays float32)")
+    p.add_argument("--note", default="", help="free text for the model card (how the members were chosen, ...)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -257,9 +263,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from .export import export_onnx
     except ImportError as e:
         raise FerkitError(f"export needs PyTorch and onnx: pip install 'ferkit[train]' ({e})") from None
-    command = "ferkit export " + " ".join(sys.argv[2:])
+    argv = sys.argv[2:]
+    if "--note" in argv:  # the card shows the note itself; the command line stays readable
+        i = argv.index("--note")
+        argv = argv[:i] + argv[i + 2:]
+    command = "ferkit export " + " ".join(argv)
     r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, flip_tta=not args.no_flip,
-                    int8=args.int8, command=command)
+                    int8=args.int8, fp16_weights=args.fp16_weights, command=command,
+                    note=args.note)
     msg = f"wrote {args.output} (parity {r['parity_max_abs_diff']:.1e})"
     if "val" in r:
         msg += f"; val accuracy {r['val']['accuracy']:.4f}, macro-F1 {r['val']['macro_f1']:.4f}"
@@ -294,7 +305,7 @@ def _add_video(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_tracking_arguments(p)
-    _add_recognizer_options(p)
+    _add_recognizer_options(p, realtime=True)
     use_video_detector(p)
     p.set_defaults(func=_cmd_video)
 
@@ -339,7 +350,7 @@ def _add_camera(sub) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
     add_tracking_arguments(p)
-    _add_recognizer_options(p)
+    _add_recognizer_options(p, realtime=True)
     use_video_detector(p)
     p.set_defaults(func=_cmd_camera)
 

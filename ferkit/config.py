@@ -31,6 +31,7 @@ class TrainConfig:
     brightness: float = 0.3
     contrast: float = 0.3
     erase: float = 0.5  # probability of random erasing per image
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning); optimiser and schedule start fresh
     seed: int = 0
     bf16: bool = True  # bfloat16 autocast where the CPU/GPU supports it (≈2× on AVX512-BF16 CPUs)
     threads: int = 0  # torch CPU threads; 0 = all cores
@@ -38,6 +39,7 @@ class TrainConfig:
     resume: bool = False
     skip_bad: bool = False
     max_steps: int = 0  # stop after this many optimiser steps in total (smoke tests); 0 = no limit
+    time_budget: float = 0.0  # seconds; >0: time a few steps first, then cut epochs so the run fits (0 = off)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -20,18 +20,25 @@ import torch
 from torch import nn
 
 from .classification import EmotionClassifier
+from .config import TrainConfig
 from .data import load_faces
 from .errors import ModelError
 from .labels import EMOTIONS
 from .metrics import expected_calibration_error, fit_temperature, softmax, summarize
 from .models import count_params
-from .training import load_checkpoint
+from .training import load_checkpoint, training_stages
 
 OPSET = 17
 
 
 class _Ensemble(nn.Module):
-    """Average of member logits, optionally also over the mirrored input (flip TTA)."""
+    """One model, or the average of several, as a single graph.
+
+    Each member's logits are averaged over the mirrored input (flip TTA); members
+    are then combined by averaging their softmax probabilities, returned as log
+    probabilities (valid logits: softmax gives the averaged probabilities back).
+    A single member returns its plain flip-averaged logits.
+    """
 
     def __init__(self, members: list[nn.Module], flip: bool):
         super().__init__()
@@ -40,8 +47,10 @@ class _Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
-        outs = [m(v) for m in self.members for v in views]
-        return torch.stack(outs, 0).mean(0)
+        logits = [torch.stack([m(v) for v in views], 0).mean(0) for m in self.members]
+        if len(logits) == 1:
+            return logits[0]
+        return torch.log(torch.stack([torch.softmax(z, 1) for z in logits], 0).mean(0))
 
 
 def count_macs(model: nn.Module, input_size: int = 48) -> int:
@@ -66,7 +75,8 @@ def count_macs(model: nn.Module, input_size: int = 48) -> int:
 
 
 def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val_data: str | Path | None = None,
-                flip_tta: bool = True, int8: bool = False, command: str = "", progress: bool = True) -> dict:
+                flip_tta: bool = True, int8: bool = False, command: str = "", progress: bool = True,
+                fp16_weights: bool = False, note: str = "") -> dict:
     """Export one checkpoint (or an ensemble of several) to ``out`` (.onnx) and check it.
 
     Returns the report written to the ``.json`` sidecar.
@@ -94,6 +104,9 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
                       dynamo=False)
 
+    if fp16_weights:
+        half_initializers(out)
+
     # Parity: torch vs onnxruntime on random inputs.
     clf = EmotionClassifier(out, calibrated=False)
     x = torch.randn(16, 1, size, size)
@@ -113,12 +126,11 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         "emotions": list(EMOTIONS),
         "temperature": 1.0,
         "parity_max_abs_diff": parity,
-        "training": [{"config": ck["config"], "best_epoch": ck.get("epoch", -1) + 1,
-                      "epochs": ck["config"]["epochs"],
-                      "wall_time_s": round(sum(r["seconds"] for r in ck.get("history", [])), 0)}
-                     for ck in cks],
+        "fp16_weights": fp16_weights,
+        "training": [training_stages(ck) for ck in cks],
         "exported": _dt.date.today().isoformat(),
         "command": command,
+        "note": note,
     }
     if val_data:
         report.update(evaluate_onnx(out, val_data, progress=progress))
@@ -129,6 +141,31 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         (out.with_suffix(".json")).write_text(json.dumps(report, indent=2))
         out.with_suffix(".md").write_text(model_card(report))
     return report
+
+
+def half_initializers(path: Path, min_size: int = 1024) -> None:
+    """Rewrite ``path`` with its large float32 weights stored as float16, each behind a Cast.
+
+    onnxruntime folds the casts when it loads the model, so inference still
+    runs in float32; only the file (and the repository) halves.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    casts = []
+    for init in m.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
+            continue
+        arr = numpy_helper.to_array(init)
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "_fp16"))
+        casts.append(onnx.helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                           name=name + "_cast"))
+    for node in reversed(casts):
+        m.graph.node.insert(0, node)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
 
 
 def evaluate_onnx(path: str | Path, val_data: str | Path, progress: bool = True) -> dict:
@@ -188,6 +225,21 @@ def quantize_int8(path: Path, val_data: str | Path | None, size: int) -> dict:
     return {"file": q_path.name, "val_accuracy": res["val"]["accuracy"], "faces_per_s_1thread": speed}
 
 
+def train_command(config: dict) -> str:
+    """The ``ferkit train`` line that repeats a run: every option that differs from the defaults."""
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    skip = {"resume", "threads", "time_budget", "max_steps", "skip_bad"}
+    parts = ["ferkit train"]
+    for k, v in config.items():
+        if k in skip or (k in defaults and v == defaults[k] and k not in ("data", "model", "epochs")):
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts.append((flag if v else "--no-" + flag[2:]) if isinstance(v, bool) else f"{flag} {v}")
+    return " ".join(parts)
+
+
 def model_card(r: dict) -> str:
     """Markdown model card from an export report."""
     lines = [f"# {r['name']}", "",
@@ -197,20 +249,26 @@ def model_card(r: dict) -> str:
              "", f"- Input: {r['input_size']}×{r['input_size']} grey face crop, `ferkit.preprocess.normalize`d.",
              f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
              f"temperature {r['temperature']} before softmax.",
-             f"- ONNX opset {OPSET}; max |torch − onnxruntime| logits difference {r['parity_max_abs_diff']:.1e}.",
+             f"- ONNX opset {OPSET}; max |torch − onnxruntime| logits difference {r['parity_max_abs_diff']:.1e}"
+             f"{' (weights stored as float16, computed in float32)' if r.get('fp16_weights') else ''}.",
              f"- Exported {r['exported']}.", ""]
+    if r.get("note"):
+        lines += ["## Notes", "", r["note"], ""]
     lines += ["## Training", ""]
-    for t in r["training"]:
-        c = t["config"]
-        lines += [f"- `{c['model']}` on `{c['data']}` (FER2013 Training, 28,709 images), {t['epochs']} epochs "
-                  f"(best epoch {t['best_epoch']}), wall time {t['wall_time_s'] / 60:.0f} min on 2 CPU cores.",
-                  f"  Recipe: {c['optimizer']} lr {c['lr']} {c['schedule']}, batch {c['batch_size']}, "
-                  f"weight decay {c['weight_decay']}, label smoothing {c['label_smoothing']}, mixup {c['mixup']}, "
-                  f"EMA {c['ema']}, rotate ±{c['rotate']}°, scale ±{c['scale']}, shift ±{c['shift']}, "
-                  f"random erasing p={c['erase']}, seed {c['seed']}.",
-                  "  Command: `ferkit train " + " ".join(
-                      f"--{k.replace('_', '-')} {v}" for k, v in c.items()
-                      if k in ("data", "model", "epochs", "lr", "seed", "out")) + "`"]
+    for i, member in enumerate(r["training"]):
+        if len(r["training"]) > 1:
+            lines += [f"Member {i + 1} of {len(r['training'])}:", ""]
+        for j, t in enumerate(member if isinstance(member, list) else [member]):
+            c = t["config"]
+            what = "fine-tuned from the run above" if j else f"`{c['model']}` on `{c['data']}`"
+            lines += [f"- {what}: {t['epochs']} epochs (best epoch {t['best_epoch']}), wall time "
+                      f"{t['wall_time_s'] / 60:.0f} min on {t.get('device', '2 CPU cores')}.",
+                      f"  Recipe: {c['optimizer']} lr {c['lr']} {c['schedule']}, batch {c['batch_size']}, "
+                      f"weight decay {c['weight_decay']}, label smoothing {c['label_smoothing']}, "
+                      f"mixup {c['mixup']}, EMA {c['ema']}, rotate ±{c['rotate']}°, scale ±{c['scale']}, "
+                      f"shift ±{c['shift']}, random erasing p={c['erase']}, seed {c['seed']}.",
+                      f"  Command: `{train_command(c)}`"]
+        lines.append("")
     if "val" in r:
         v = r["val"]
         lines += ["", "## Validation (FER2013 PublicTest, `val/`)", "",

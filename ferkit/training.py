@@ -108,11 +108,16 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not stale
-        for e, m in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.mul_(d).add_(m.detach(), alpha=1 - d)
-            else:
-                e.copy_(m)
+        if not hasattr(self, "_pairs"):
+            pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+            self._pairs = ([e for e, m in pairs if e.dtype.is_floating_point],
+                           [m for e, m in pairs if e.dtype.is_floating_point],
+                           [(e, m) for e, m in pairs if not e.dtype.is_floating_point])
+        ema_f, model_f, others = self._pairs
+        # one fused kernel per group instead of two per tensor: on a GPU the EMA was launch-bound
+        torch._foreach_lerp_(ema_f, model_f, 1 - d)
+        for e, m in others:
+            e.copy_(m)
 
 
 def _load_sets(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
@@ -153,31 +158,34 @@ def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoc
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose onecycle, cosine or plateau")
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) training. Returns the best epoch's validation summary.
+def device_name(device: torch.device) -> str:
+    """What a run trained on, for logs and model cards."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
 
-    Writes ``cfg.out``/``last.pt`` every epoch, ``best.pt`` on improvement,
-    ``log.csv`` (one row per epoch) and ``config.json``.
-    """
-    from tqdm import tqdm
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device()
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+def training_stages(ck: dict) -> list[dict]:
+    """The training history behind a checkpoint, oldest first: one entry per run
+    (``--init`` chains runs), each with config, epochs, best epoch, wall time and device."""
+    own = {"config": ck["config"], "epochs": ck["config"]["epochs"], "best_epoch": ck.get("epoch", -1) + 1,
+           "wall_time_s": round(sum(r["seconds"] for r in ck.get("history", [])), 0),
+           "device": ck.get("device", "unknown")}
+    return [*ck.get("parents", []), own]
+
+
+def _build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, EMA | None]:
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    train_set, val_set = _load_sets(cfg)
-    counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
-    if (counts == 0).any():
-        missing = [e for e, c in zip(EMOTIONS, counts) if c == 0]
-        print(f"warning: no training images for {', '.join(missing)}")
-    x_train = torch.from_numpy(train_set.images)[:, None]
-    y_train = torch.from_numpy(train_set.labels)
-
-    model = create_model(cfg.model, input_size=cfg.input_size).to(device).to(memory_format=torch.channels_last)
+    model = create_model(cfg.model, input_size=cfg.input_size)
+    if cfg.init:
+        if not Path(cfg.init).is_file():
+            raise DataError(f"--init {cfg.init}: no such checkpoint")
+        ck = torch.load(cfg.init, map_location="cpu", weights_only=False)
+        try:
+            model.load_state_dict(ck.get("ema") or ck["model"])
+        except RuntimeError as e:
+            raise ValueError(f"--init {cfg.init} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -188,21 +196,117 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    return model, opt, ema
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+                cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None, use_bf16: bool,
+                step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a uint8 batch; returns (summed loss, correct count) as tensors (no host sync)."""
+    device = xb.device
+    xb = augment(xb, cfg, gen).contiguous(memory_format=torch.channels_last)
+    lam, yb2 = 1.0, yb
+    if cfg.mixup > 0:
+        lam = float(np.random.default_rng(step).beta(cfg.mixup, cfg.mixup))
+        j = torch.randperm(len(xb), generator=gen, device=device) if device.type == "cuda" \
+            else torch.randperm(len(xb), generator=gen)
+        xb, yb2 = lam * xb + (1 - lam) * xb[j], yb[j]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        logits = model(xb)
+    logits = logits.float()
+    loss = lam * F.cross_entropy(logits, yb, weight=weights, label_smoothing=cfg.label_smoothing)
+    if lam < 1:
+        loss = loss + (1 - lam) * F.cross_entropy(logits, yb2, weight=weights, label_smoothing=cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach() * len(yb), (logits.argmax(1) == yb).sum()
+
+
+def _fit_epochs(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor, val_images: np.ndarray,
+                device: torch.device, use_bf16: bool, elapsed: float) -> int:
+    """Largest epoch count (≤ ``cfg.epochs``) whose estimated wall time fits ``cfg.time_budget``.
+
+    Times a few steps and one validation pass on a throw-away model, so the
+    real run that follows is exactly ``--epochs N`` with the returned ``N``.
+    """
+    model, opt, _ = _build(cfg, device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    warm, timed = 5, 25
+    for i in range(warm + timed):
+        if i == warm:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.time()
+        idx = torch.randint(0, len(x_train), (cfg.batch_size,), device=x_train.device)
+        _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, None, use_bf16, i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.time() - t0) / timed
+    t0 = time.time()
+    predict_logits(model, val_images, flip_tta=True, device=device)
+    per_epoch = per_step * max(1, len(x_train) // cfg.batch_size) * 1.05 + (time.time() - t0) + 0.5
+    left = cfg.time_budget - elapsed - (time.time() - t0) - per_step * (warm + timed)
+    n = max(1, min(cfg.epochs, int(left // per_epoch)))
+    print(f"time budget {cfg.time_budget:.0f}s: ~{per_epoch:.1f}s per epoch -> {n} epochs", flush=True)
+    return n
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) training. Returns the best epoch's validation summary.
+
+    Writes ``cfg.out``/``last.pt`` every epoch, ``best.pt`` on improvement,
+    ``log.csv`` (one row per epoch) and ``config.json``. With ``cfg.time_budget``
+    the epoch count is first cut to what fits; ``config.json`` records the count
+    used, so the run can be repeated with ``--epochs``.
+    """
+    from tqdm import tqdm
+
+    t_start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    else:
+        torch.backends.cudnn.benchmark = True
+    np.random.seed(cfg.seed)
+
+    train_set, val_set = _load_sets(cfg)
+    counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
+    if (counts == 0).any():
+        missing = [e for e, c in zip(EMOTIONS, counts) if c == 0]
+        print(f"warning: no training images for {', '.join(missing)}")
+    # the whole uint8 set lives where the model does (86 MB for FER2013): no per-step host copies
+    x_train = torch.from_numpy(train_set.images)[:, None].to(device)
+    y_train = torch.from_numpy(train_set.labels).to(device)
+    use_bf16 = cfg.bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+
+    last = out / "last.pt"
+    resuming = cfg.resume and last.exists()
+    if cfg.time_budget > 0 and not resuming:
+        cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start)
+        cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
+
+    model, opt, ema = _build(cfg, device)
+    parents = training_stages(torch.load(cfg.init, map_location="cpu", weights_only=False)) if cfg.init else []
+    dev_name = device_name(device)
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
     sched = _make_scheduler(cfg, opt, steps_per_epoch)
-    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     weights = None
     if cfg.class_balance > 0:
         w = np.maximum(counts, 1).astype(np.float64) ** -cfg.class_balance
         weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    use_bf16 = cfg.bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
 
     start_epoch, step, best, history = 0, 0, -1.0, []
-    last = out / "last.pt"
-    if cfg.resume and last.exists():
+    if resuming:
         ck = torch.load(last, map_location=device, weights_only=False)
         saved = TrainConfig.from_dict(ck["config"])
+        if cfg.time_budget > 0:  # a budgeted run resumes with the epoch count it chose
+            cfg.epochs, cfg.time_budget = saved.epochs, 0.0
+            sched = _make_scheduler(cfg, opt, steps_per_epoch)
         for k in ("model", "input_size", "epochs", "batch_size", "schedule", "lr"):
             if getattr(saved, k) != getattr(cfg, k):
                 raise ValueError(f"cannot resume {last}: it was trained with {k}={getattr(saved, k)!r}, "
@@ -226,41 +330,30 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         model.train()
         t0 = time.time()
         perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        tot_loss, tot_correct, seen = 0.0, 0, 0
+        perm = perm.to(device)
+        tot_loss = torch.zeros((), device=device)
+        tot_correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not progress, leave=False)
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb = augment(x_train[idx].to(device), cfg, gen).contiguous(memory_format=torch.channels_last)
-            yb = y_train[idx].to(device)
-            lam, yb2 = 1.0, yb
-            if cfg.mixup > 0:
-                lam = float(np.random.default_rng(step).beta(cfg.mixup, cfg.mixup))
-                j = torch.randperm(len(xb), generator=gen, device=device) if device.type == "cuda" \
-                    else torch.randperm(len(xb), generator=gen)
-                xb, yb2 = lam * xb + (1 - lam) * xb[j], yb[j]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(xb)
-            logits = logits.float()
-            loss = lam * F.cross_entropy(logits, yb, weight=weights, label_smoothing=cfg.label_smoothing)
-            if lam < 1:
-                loss = loss + (1 - lam) * F.cross_entropy(logits, yb2, weight=weights,
-                                                          label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss_sum, correct = _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, weights,
+                                            use_bf16, step)
             if cfg.schedule != "plateau":
                 sched.step()
             step += 1
             if ema is not None:
                 ema.update(model, step)
-            tot_loss += float(loss.detach()) * len(yb)
-            tot_correct += int((logits.argmax(1) == yb).sum())
-            seen += len(yb)
-            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+            tot_loss += loss_sum
+            tot_correct += correct
+            seen += len(idx)
+            if b % 25 == 0 or b == steps_per_epoch - 1:  # reading the totals syncs a GPU: not every step
+                bar.set_postfix(loss=f"{float(tot_loss) / seen:.3f}", acc=f"{int(tot_correct) / seen:.3f}")
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         bar.close()
+        tot_loss_f, tot_correct_i = float(tot_loss), int(tot_correct)
 
         eval_model = ema.model if ema is not None else model
         logits = predict_logits(eval_model, val_set.images, flip_tta=True, device=device)
@@ -268,19 +361,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         summary = summarize(val_set.labels, torch.softmax(torch.from_numpy(logits), 1).numpy(), EMOTIONS)
         if cfg.schedule == "plateau":
             sched.step(summary["accuracy"])
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / max(seen, 1),
-               "train_acc": tot_correct / max(seen, 1), "val_loss": val_loss, "val_acc": summary["accuracy"],
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss_f / max(seen, 1),
+               "train_acc": tot_correct_i / max(seen, 1), "val_loss": val_loss, "val_acc": summary["accuracy"],
                "val_macro_f1": summary["macro_f1"], "seconds": time.time() - t0}
         history.append(row)
         improved = summary["accuracy"] > best
         if improved:
             best = summary["accuracy"]
             torch.save({"model": eval_model.state_dict(), "config": asdict(cfg), "epoch": epoch,
-                        "summary": summary, "history": history}, out / "best.pt")
+                        "summary": summary, "history": history, "device": dev_name, "parents": parents},
+                       out / "best.pt")
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "ema": ema.model.state_dict() if ema is not None else None, "generator": gen.get_state(),
               "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "best": best,
-              "history": history, "config": asdict(cfg)}
+              "history": history, "config": asdict(cfg), "device": dev_name, "parents": parents}
         torch.save(ck, out / "last.tmp")
         os.replace(out / "last.tmp", last)  # atomic: an interrupt never leaves a half-written checkpoint
         _write_log(out / "log.csv", history)

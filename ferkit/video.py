@@ -579,10 +579,11 @@ def prepare_recognizer(recognizer: Any = None, threads: int | None = 1,
     if detect_size is not None and detect_size < 0:
         raise ValueError(f"--detect-size must be >= 0 (0 = full size), got {detect_size}")
     if recognizer is None:
+        from .classification import REALTIME_MODEL
         from .recognizer import Recognizer
 
-        return prepare_recognizer(Recognizer(detector=default_video_detector(), threads=threads), None,
-                                  detect_size)
+        return prepare_recognizer(Recognizer(model=REALTIME_MODEL, detector=default_video_detector(),
+                                             threads=threads), None, detect_size)
     if threads is not None:
         from .classification import EmotionClassifier
 

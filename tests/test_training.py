@@ -54,6 +54,33 @@ def test_resume_refuses_a_different_run(class_folders: Path, tmp_path: Path):
         train(tiny_cfg(class_folders, out, epochs=1, model="fernet_m", resume=True), progress=False)
 
 
+def test_time_budget_picks_epochs_and_records_a_plain_run(class_folders: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    # a budget far too small for even one epoch still trains one; a huge one is capped by --epochs
+    train(tiny_cfg(class_folders, out, epochs=50, time_budget=1e-3), progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["time_budget"] == 0.0
+    assert len(list(csv.DictReader(open(out / "log.csv")))) == 1
+    train(tiny_cfg(class_folders, tmp_path / "big", epochs=2, time_budget=1e6), progress=False)
+    assert json.loads((tmp_path / "big" / "config.json").read_text())["epochs"] == 2
+
+
+def test_ema_tracks_the_model_and_copies_counters():
+    from ferkit.training import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model[1].num_batches_tracked += 3
+    before = [p.clone() for p in ema.model.parameters()]
+    ema.update(model, step=1000)  # decay 0.5 once warm: halfway between old and new
+    for b, e, m in zip(before, ema.model.parameters(), model.parameters()):
+        assert torch.allclose(e, (b + m) / 2)
+    assert int(ema.model[1].num_batches_tracked) == 3
+
+
 def test_training_learns_an_easy_task(class_folders: Path, tmp_path: Path):
     # the synthetic classes differ by a bright bar's height: a few epochs must beat chance (1/7) clearly
     cfg = tiny_cfg(class_folders, tmp_path / "run", epochs=8, lr=0.02, rotate=0, scale=0, shift=0, erase=0,
@@ -124,3 +151,83 @@ def test_export_roundtrip_and_evaluate(class_folders: Path, tmp_path: Path):
     assert "ece_after" in r_onnx["calibration"]
     r_ten = evaluate(class_folders, onnx_path, split="val", tta="tencrop")
     assert r_ten["n"] == 42
+
+
+def test_fp16_weight_export_halves_the_file_and_keeps_the_logits(class_folders: Path, tmp_path: Path):
+    from ferkit.classification import EmotionClassifier
+    from ferkit.export import export_onnx
+
+    train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2), progress=False)
+    ck = tmp_path / "run" / "best.pt"
+    full, half = tmp_path / "full.onnx", tmp_path / "half.onnx"
+    export_onnx([ck, ck], full, progress=False)  # two members: the ensemble path too
+    report = export_onnx([ck, ck], half, fp16_weights=True, progress=False)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert report["fp16_weights"] and report["parity_max_abs_diff"] < 1e-2
+    x = np.random.default_rng(1).normal(size=(4, 1, 48, 48)).astype(np.float32)
+    a, b = EmotionClassifier(full).logits(x), EmotionClassifier(half).logits(x)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-2)
+    assert "weights stored as float16" in half.with_suffix(".md").read_text()
+
+
+def test_init_fine_tunes_from_a_checkpoint_and_keeps_its_lineage(class_folders: Path, tmp_path: Path):
+    from dataclasses import asdict
+
+    from ferkit.export import model_card, train_command
+
+    train(tiny_cfg(class_folders, tmp_path / "a", epochs=1, max_steps=3), progress=False)
+    parent = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
+    # lr 0: the fine-tuned conv weights must be exactly the parent's, so --init really loaded them
+    cfg = tiny_cfg(class_folders, tmp_path / "b", epochs=1, max_steps=2, init=str(tmp_path / "a" / "best.pt"),
+                   lr=0.0, ema=0, schedule="cosine")
+    train(cfg, progress=False)
+    child = torch.load(tmp_path / "b" / "best.pt", weights_only=False)
+    conv = "features.0.0.weight"
+    assert torch.equal(child["model"][conv], parent["model"][conv])
+    assert [p["config"]["out"] for p in child["parents"]] == [str(tmp_path / "a")]
+    assert child["device"].startswith("CPU")
+    stages = child["parents"] + [{"config": child["config"], "epochs": 1, "best_epoch": 1, "wall_time_s": 1,
+                                  "device": child["device"]}]
+    card = model_card({"name": "x", "architecture": ["fernet_s"], "params": 1, "mmacs_per_face": 1,
+                       "flip_tta": True, "input_size": 48, "emotions": ["a"], "temperature": 1.0,
+                       "parity_max_abs_diff": 0.0, "exported": "today", "training": [stages]})
+    assert "fine-tuned from the run above" in card and f"--init {tmp_path / 'a' / 'best.pt'}" in card
+    assert train_command(asdict(cfg)).startswith(f"ferkit train --data {class_folders} --model fernet_s --epochs 1")
+
+
+def test_init_with_another_architecture_is_refused(class_folders: Path, tmp_path: Path):
+    from ferkit.errors import DataError
+
+    train(tiny_cfg(class_folders, tmp_path / "a", epochs=1, max_steps=1), progress=False)
+    with pytest.raises(ValueError, match="does not fit model 'fernet_m'"):
+        train(tiny_cfg(class_folders, tmp_path / "b", model="fernet_m", init=str(tmp_path / "a" / "best.pt")),
+              progress=False)
+    with pytest.raises(DataError, match="no such checkpoint"):
+        train(tiny_cfg(class_folders, tmp_path / "c", init=str(tmp_path / "missing.pt")), progress=False)
+
+
+def test_train_command_lists_only_what_differs():
+    from dataclasses import asdict
+
+    from ferkit.export import train_command
+
+    cmd = train_command(asdict(TrainConfig(seed=3, bf16=False, resume=True, threads=2)))
+    assert cmd == "ferkit train --data ../shared/fer2013 --model fernet_m --epochs 40 --seed 3 --no-bf16"
+
+
+def test_ensemble_averages_member_probabilities_over_both_views():
+    from ferkit.export import _Ensemble
+    from ferkit.models import create_model
+
+    torch.manual_seed(0)
+    a, b = create_model("fernet_s").eval(), create_model("fernet_s").eval()
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        za = (a(x) + a(x.flip(3))) / 2
+        zb = (b(x) + b(x.flip(3))) / 2
+        want = (torch.softmax(za, 1) + torch.softmax(zb, 1)) / 2
+        got = torch.softmax(_Ensemble([a, b], flip=True)(x), 1)
+        single = _Ensemble([a], flip=True)(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(single, za)  # one member: its flip-averaged logits, unchanged
