@@ -83,3 +83,18 @@ def test_models_lists_shipped_weights(capsys):
     d = json.loads(out)
     assert code == 0 and any(m["default"] and m["val_accuracy"] > 0.6 for m in d["models"])
     assert any(x["name"] == "mtcnn" and x["default"] for x in d["detectors"])
+
+
+def test_video_and_camera_default_to_the_realtime_model():
+    from ferkit.classification import DEFAULT_MODEL, REALTIME_MODEL, resolve_model
+    from ferkit.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["analyze", "x.jpg"]).model == DEFAULT_MODEL
+    assert p.parse_args(["video", "x.mp4", "-o", "y.mp4"]).model == REALTIME_MODEL
+    assert p.parse_args(["camera"]).model == REALTIME_MODEL
+    assert p.parse_args(["video", "x.mp4", "-o", "y.mp4", "--model", DEFAULT_MODEL]).model == DEFAULT_MODEL
+    # the video default exists and is the cheaper of the two per face
+    cost = {m: json.loads(resolve_model(m).path.with_suffix(".json").read_text())["mmacs_per_face"]
+            for m in (DEFAULT_MODEL, REALTIME_MODEL)}
+    assert cost[REALTIME_MODEL] < cost[DEFAULT_MODEL]

@@ -253,9 +253,12 @@ def test_sigint_to_a_running_cli_finalises_outputs(tmp_path, face):
     long_clip = make_clip(tmp_path / "long.avi", face, n=1500, faces=1)
     out, table = tmp_path / "out.mp4", tmp_path / "long.tracks.csv"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then never installs
+    # its Ctrl-C handler; give the child the default disposition so the test does not depend on how it was run.
     proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "video", str(long_clip), "-o", str(out),
                              "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
+                            stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
