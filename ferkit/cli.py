@@ -146,15 +146,16 @@ def _add_models(sub) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .classification import DEFAULT_MODEL, list_models, resolve_model
+    from .classification import DEFAULT_MODEL, REALTIME_MODEL, list_models, resolve_model
     from .detection import DEFAULT_DETECTOR, list_detectors
 
     models = []
     for name in list_models():
         info = resolve_model(name)
-        val = (info.meta or {}).get("val", {})
-        models.append({"name": name, "default": name == DEFAULT_MODEL, "val_accuracy": val.get("accuracy"),
-                       "params": (info.meta or {}).get("params"), "file": str(info.path)})
+        meta = info.meta or {}
+        models.append({"name": name, "default": name == DEFAULT_MODEL, "video_default": name == REALTIME_MODEL,
+                       "val_accuracy": meta.get("val", {}).get("accuracy"), "params": meta.get("params"),
+                       "mmacs_per_face": meta.get("mmacs_per_face"), "file": str(info.path)})
     dets = [{"name": d, "default": d == DEFAULT_DETECTOR} for d in list_detectors()]
     if args.json:
         print(json.dumps({"models": models, "detectors": dets}, indent=2))
@@ -162,7 +163,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print("emotion models:")
     for m in models:
         acc = f"{m['val_accuracy']:.1%} val" if m["val_accuracy"] else "no val figure"
-        print(f"  {m['name']}{' (default)' if m['default'] else ''}: {acc}")
+        cost = f", {m['mmacs_per_face']:.0f} MMACs/face" if m["mmacs_per_face"] else ""
+        role = " (default)" if m["default"] else " (video/camera default)" if m["video_default"] else ""
+        print(f"  {m['name']}{role}: {acc}{cost}")
     print("face detectors:")
     for d in dets:
         print(f"  {d['name']}{' (default)' if d['default'] else ''}")
