@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +264,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     t_start = time.time()
+    cfg = replace(cfg)  # a budget rewrites epochs: never in the caller's object
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()

@@ -57,7 +57,9 @@ def test_resume_refuses_a_different_run(class_folders: Path, tmp_path: Path):
 def test_time_budget_picks_epochs_and_records_a_plain_run(class_folders: Path, tmp_path: Path):
     out = tmp_path / "run"
     # a budget far too small for even one epoch still trains one; a huge one is capped by --epochs
-    train(tiny_cfg(class_folders, out, epochs=50, time_budget=1e-3), progress=False)
+    cfg = tiny_cfg(class_folders, out, epochs=50, time_budget=1e-3)
+    train(cfg, progress=False)
+    assert cfg.epochs == 50 and cfg.time_budget == 1e-3  # the caller's config is left alone
     saved = json.loads((out / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["time_budget"] == 0.0
     assert len(list(csv.DictReader(open(out / "log.csv")))) == 1
