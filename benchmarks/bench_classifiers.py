@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ferkit.classification import EmotionClassifier
-from ferkit.export import OPSET, _Ensemble, count_macs
+from ferkit.export import count_macs, to_onnx
 from ferkit.models import count_params, create_model, list_models
 
 
@@ -47,10 +47,7 @@ def main() -> None:
         for name in args.models:
             model = create_model(name).eval()
             path = Path(tmp) / f"{name}.onnx"
-            torch.onnx.export(_Ensemble([model], flip=True), (torch.zeros(2, 1, 48, 48),), str(path),
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                              dynamo=False)
+            to_onnx([model], path)
             print(f"{name:10s} {count_params(model) / 1e6:7.2f}M {2 * count_macs(model) / 1e6:10.0f} "
                   f"{faces_per_s(path, args.threads):8.0f}", flush=True)
 

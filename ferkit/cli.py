@@ -257,6 +257,9 @@ def _add_export(sub) -> None:
     p.add_argument("--fp16-weights", action="store_true",
                    help="store weights as float16 (half the file; onnxruntime casts them back once at load, "
                    "so inference stays float32)")
+    p.add_argument("--int8-weights", action="store_true",
+                   help="store weights as per-channel int8 (a quarter of the file; restored to float32 at load, "
+                   "so inference stays float32 — check the measured accuracy)")
     p.add_argument("--note", default="", help="free text for the model card (how the members were chosen, ...)")
     p.set_defaults(func=_cmd_export)
 
@@ -273,7 +276,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     command = "ferkit export " + " ".join(argv)
     r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, flip_tta=not args.no_flip,
                     int8=args.int8, fp16_weights=args.fp16_weights, command=command,
-                    note=args.note)
+                    note=args.note, int8_weights=args.int8_weights)
     msg = f"wrote {args.output} (parity {r['parity_max_abs_diff']:.1e})"
     if "val" in r:
         msg += f"; val accuracy {r['val']['accuracy']:.4f}, macro-F1 {r['val']['macro_f1']:.4f}"

@@ -53,6 +53,15 @@ class _Ensemble(nn.Module):
         return torch.log(torch.stack([torch.softmax(z, 1) for z in logits], 0).mean(0))
 
 
+def to_onnx(members: list[nn.Module], out: str | Path, flip_tta: bool = True, input_size: int = 48) -> nn.Module:
+    """Write ``members`` as one graph (see :class:`_Ensemble`) to ``out``, batch size dynamic; returns the graph."""
+    net = _Ensemble(members, flip_tta).eval()
+    torch.onnx.export(net, (torch.zeros(2, 1, input_size, input_size),), str(out), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=OPSET, dynamo=False)
+    return net
+
+
 def count_macs(model: nn.Module, input_size: int = 48) -> int:
     """Multiply-accumulates of one forward pass (conv + linear layers)."""
     macs = 0
@@ -76,7 +85,7 @@ def count_macs(model: nn.Module, input_size: int = 48) -> int:
 
 def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val_data: str | Path | None = None,
                 flip_tta: bool = True, int8: bool = False, command: str = "", progress: bool = True,
-                fp16_weights: bool = False, note: str = "") -> dict:
+                fp16_weights: bool = False, note: str = "", int8_weights: bool = False) -> dict:
     """Export one checkpoint (or an ensemble of several) to ``out`` (.onnx) and check it.
 
     Returns the report written to the ``.json`` sidecar.
@@ -98,14 +107,12 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     size = cfgs[0].input_size
     if any(c.input_size != size for c in cfgs):
         raise ModelError("ensemble members must share one input size")
-    net = _Ensemble(members, flip_tta).eval()
-    dummy = torch.zeros(2, 1, size, size)
-    torch.onnx.export(net, (dummy,), str(out), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                      dynamo=False)
+    net = to_onnx(members, out, flip_tta, size)
 
-    if fp16_weights:
-        half_initializers(out)
+    if fp16_weights and int8_weights:
+        raise ModelError("choose one of fp16_weights and int8_weights")
+    if fp16_weights or int8_weights:
+        compact_initializers(out, "int8" if int8_weights else "float16")
 
     # Parity: torch vs onnxruntime on random inputs.
     clf = EmotionClassifier(out, calibrated=False)
@@ -127,6 +134,7 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         "temperature": 1.0,
         "parity_max_abs_diff": parity,
         "fp16_weights": fp16_weights,
+        "int8_weights": int8_weights,
         "training": [training_stages(ck) for ck in cks],
         "exported": _dt.date.today().isoformat(),
         "command": command,
@@ -143,26 +151,40 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     return report
 
 
-def half_initializers(path: Path, min_size: int = 1024) -> None:
-    """Rewrite ``path`` with its large float32 weights stored as float16, each behind a Cast.
+def compact_initializers(path: Path, dtype: str = "float16", min_size: int = 1024) -> None:
+    """Rewrite ``path`` with its large float32 weights stored smaller, each behind nodes that restore them.
 
-    onnxruntime folds the casts when it loads the model, so inference still
-    runs in float32; only the file (and the repository) halves.
+    ``float16``: a Cast back to float32. ``int8``: symmetric per-output-channel
+    int8 values, Cast and multiplied by their float32 scales. onnxruntime folds
+    these nodes when it loads the model, so inference still runs in float32 at
+    the same speed; only the file (and the repository) shrinks, 2× or 4×.
     """
     import onnx
     from onnx import numpy_helper
 
+    if dtype not in ("float16", "int8"):
+        raise ValueError(f"unknown weight storage {dtype!r}; choose float16 or int8")
     m = onnx.load(str(path))
-    casts = []
-    for init in m.graph.initializer:
+    restore = []
+    for init in list(m.graph.initializer):
         if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_size:
             continue
-        arr = numpy_helper.to_array(init)
+        arr = numpy_helper.to_array(init).astype(np.float32)
         name = init.name
-        init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "_fp16"))
-        casts.append(onnx.helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT,
-                                           name=name + "_cast"))
-    for node in reversed(casts):
+        if dtype == "float16":
+            init.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), name + "_fp16"))
+            restore.append(onnx.helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                                 name=name + "_cast"))
+            continue
+        scale = np.abs(arr).max(axis=tuple(range(1, arr.ndim)), keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        init.CopyFrom(numpy_helper.from_array(np.clip(np.round(arr / scale), -127, 127).astype(np.int8),
+                                              name + "_int8"))
+        m.graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), name + "_scale"))
+        restore += [onnx.helper.make_node("Cast", [name + "_int8"], [name + "_f"], to=onnx.TensorProto.FLOAT,
+                                          name=name + "_cast"),
+                    onnx.helper.make_node("Mul", [name + "_f", name + "_scale"], [name], name=name + "_dequant")]
+    for node in reversed(restore):
         m.graph.node.insert(0, node)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
@@ -250,7 +272,8 @@ def model_card(r: dict) -> str:
              f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
              f"temperature {r['temperature']} before softmax.",
              f"- ONNX opset {OPSET}; max |torch − onnxruntime| logits difference {r['parity_max_abs_diff']:.1e}"
-             f"{' (weights stored as float16, computed in float32)' if r.get('fp16_weights') else ''}.",
+             f"{' (weights stored as float16, computed in float32)' if r.get('fp16_weights') else ''}"
+             f"{' (weights stored as int8 per output channel, computed in float32)' if r.get('int8_weights') else ''}.",
              f"- Exported {r['exported']}.", ""]
     if r.get("note"):
         lines += ["## Notes", "", r["note"], ""]

@@ -173,6 +173,26 @@ def test_fp16_weight_export_halves_the_file_and_keeps_the_logits(class_folders: 
     assert "weights stored as float16" in half.with_suffix(".md").read_text()
 
 
+def test_int8_weight_export_quarters_the_file_and_keeps_the_predictions(class_folders: Path, tmp_path: Path):
+    from ferkit.classification import EmotionClassifier
+    from ferkit.errors import ModelError
+    from ferkit.export import export_onnx
+
+    train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, model="fernet_m"), progress=False)
+    ck = tmp_path / "run" / "best.pt"
+    full, small = tmp_path / "full.onnx", tmp_path / "small.onnx"
+    export_onnx(ck, full, progress=False)
+    report = export_onnx(ck, small, int8_weights=True, progress=False)
+    assert small.stat().st_size < 0.3 * full.stat().st_size
+    assert report["int8_weights"] and not report["fp16_weights"]
+    crops = np.random.default_rng(2).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    a, b = EmotionClassifier(full, calibrated=False), EmotionClassifier(small, calibrated=False)
+    np.testing.assert_allclose(b.predict(crops), a.predict(crops), atol=0.02)
+    assert "weights stored as int8" in small.with_suffix(".md").read_text()
+    with pytest.raises(ModelError, match="choose one"):
+        export_onnx(ck, tmp_path / "both.onnx", fp16_weights=True, int8_weights=True, progress=False)
+
+
 def test_init_fine_tunes_from_a_checkpoint_and_keeps_its_lineage(class_folders: Path, tmp_path: Path):
     from dataclasses import asdict
 
