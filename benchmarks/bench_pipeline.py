@@ -47,7 +47,7 @@ def median_ms(fn, runs: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", default="mtcnn")
-    ap.add_argument("--model", default="fernet-e3", help="classifier (default: the shipped default, fernet-e3)")
+    ap.add_argument("--model", default="fernet-e4", help="classifier (default: the shipped default, fernet-e4)")
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
 

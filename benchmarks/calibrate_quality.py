@@ -7,7 +7,7 @@ below the midpoint between clean accuracy and the majority-class rate (what a
 guess would score), so the gate rejects exactly the faces on which the model
 would mostly be guessing.
 
-    python benchmarks/calibrate_quality.py ../shared/fer2013 [--model fernet-e3]
+    python benchmarks/calibrate_quality.py ../shared/fer2013 [--model fernet-e4]
 """
 
 from __future__ import annotations

@@ -252,7 +252,9 @@ def _add_export(sub) -> None:
     p.add_argument("checkpoints", nargs="+", help="best.pt file(s); several are exported as one averaged ensemble")
     p.add_argument("-o", "--output", required=True, help="output .onnx path (model card written beside it)")
     p.add_argument("--val-data", default=None, help="class-folder set to measure accuracy and fit temperature")
-    p.add_argument("--no-flip", action="store_true", help="do not bake flip test-time augmentation into the graph")
+    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="flip",
+                   help="test-time views baked into the graph: the mirror (flip, default: 2x the work) or ten-crop "
+                        "(4 corner + centre 90%% crops and their mirrors: 10x)")
     p.add_argument("--int8", action="store_true", help="also write a static int8 variant (needs --val-data)")
     p.add_argument("--fp16-weights", action="store_true",
                    help="store weights as float16 (half the file; onnxruntime casts them back once at load, "
@@ -274,7 +276,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         i = argv.index("--note")
         argv = argv[:i] + argv[i + 2:]
     command = "ferkit export " + " ".join(argv)
-    r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, flip_tta=not args.no_flip,
+    r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, tta=args.tta,
                     int8=args.int8, fp16_weights=args.fp16_weights, command=command,
                     note=args.note, int8_weights=args.int8_weights)
     msg = f"wrote {args.output} (parity {r['parity_max_abs_diff']:.1e})"

@@ -31,31 +31,60 @@ from .training import load_checkpoint, training_stages
 OPSET = 17
 
 
+TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
+_TTA_TEXT = {"none": "", "flip": " (including the mirrored view: flip TTA is inside the graph)",
+             "tencrop": " (including all 10 views: ten-crop TTA, 90 % crops and their mirrors, is inside the graph)"}
+
+
+def tta_views(x: torch.Tensor, tta: str, size: int = 48) -> list[torch.Tensor]:
+    """Test-time views of a ``(N, 1, S, S)`` batch, as :func:`ferkit.evaluation.tta_views` makes them:
+    the image and its mirror (``flip``), or the 4 corner and centre crops at 90 % of the side, resized
+    back (bilinear), and their mirrors (``tencrop``). ``size`` is the side S, a plain int so that the
+    crops are constant slices in an exported graph."""
+    if tta not in TTA_VIEWS:
+        raise ModelError(f"unknown tta {tta!r}; choose none, flip or tencrop")
+    if tta != "tencrop":
+        return [x, torch.flip(x, dims=[3])] if tta == "flip" else [x]
+    c = int(round(size * 0.9))
+    offsets = [(0, 0), (0, size - c), (size - c, 0), (size - c, size - c), ((size - c) // 2, (size - c) // 2)]
+    views = []
+    for y0, x0 in offsets:
+        crop = nn.functional.interpolate(x[:, :, y0:y0 + c, x0:x0 + c], size=(size, size), mode="bilinear",
+                                         align_corners=False)
+        views += [crop, torch.flip(crop, dims=[3])]
+    return views
+
+
 class _Ensemble(nn.Module):
     """One model, or the average of several, as a single graph.
 
-    Each member's logits are averaged over the mirrored input (flip TTA); members
-    are then combined by averaging their softmax probabilities, returned as log
-    probabilities (valid logits: softmax gives the averaged probabilities back).
-    A single member returns its plain flip-averaged logits.
+    Each member's logits are averaged over the test-time views (``tta``: none,
+    flip or tencrop); members are then combined by averaging their softmax
+    probabilities, returned as log probabilities (valid logits: softmax gives
+    the averaged probabilities back). A single member returns its plain
+    view-averaged logits.
     """
 
-    def __init__(self, members: list[nn.Module], flip: bool):
+    def __init__(self, members: list[nn.Module], tta: str = "flip", input_size: int = 48):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.flip = flip
+        self.tta = tta
+        self.input_size = input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
-        logits = [torch.stack([m(v) for v in views], 0).mean(0) for m in self.members]
+        views = tta_views(x, self.tta, self.input_size)
+        # each member runs once on all views stacked into one batch: one copy of its nodes in the graph
+        # rather than one per view (onnxruntime speed measured the same either way)
+        batch = torch.cat(views, 0) if len(views) > 1 else x
+        logits = [m(batch).reshape(len(views), -1, len(EMOTIONS)).mean(0) for m in self.members]
         if len(logits) == 1:
             return logits[0]
         return torch.log(torch.stack([torch.softmax(z, 1) for z in logits], 0).mean(0))
 
 
-def to_onnx(members: list[nn.Module], out: str | Path, flip_tta: bool = True, input_size: int = 48) -> nn.Module:
+def to_onnx(members: list[nn.Module], out: str | Path, tta: str = "flip", input_size: int = 48) -> nn.Module:
     """Write ``members`` as one graph (see :class:`_Ensemble`) to ``out``, batch size dynamic; returns the graph."""
-    net = _Ensemble(members, flip_tta).eval()
+    net = _Ensemble(members, tta, input_size).eval()
     torch.onnx.export(net, (torch.zeros(2, 1, input_size, input_size),), str(out), input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                       opset_version=OPSET, dynamo=False)
@@ -84,7 +113,7 @@ def count_macs(model: nn.Module, input_size: int = 48) -> int:
 
 
 def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val_data: str | Path | None = None,
-                flip_tta: bool = True, int8: bool = False, command: str = "", progress: bool = True,
+                tta: str = "flip", int8: bool = False, command: str = "", progress: bool = True,
                 fp16_weights: bool = False, note: str = "", int8_weights: bool = False) -> dict:
     """Export one checkpoint (or an ensemble of several) to ``out`` (.onnx) and check it.
 
@@ -107,7 +136,9 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     size = cfgs[0].input_size
     if any(c.input_size != size for c in cfgs):
         raise ModelError("ensemble members must share one input size")
-    net = to_onnx(members, out, flip_tta, size)
+    if tta not in TTA_VIEWS:
+        raise ModelError(f"unknown tta {tta!r}; choose none, flip or tencrop")
+    net = to_onnx(members, out, tta, size)
 
     if fp16_weights and int8_weights:
         raise ModelError("choose one of fp16_weights and int8_weights")
@@ -127,9 +158,10 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         "file": out.name,
         "architecture": [c.model for c in cfgs],
         "input_size": size,
-        "flip_tta": flip_tta,
+        "tta": tta,
+        "flip_tta": tta != "none",
         "params": sum(count_params(m) for m in members),
-        "mmacs_per_face": round(sum(count_macs(m, size) for m in members) * (2 if flip_tta else 1) / 1e6, 1),
+        "mmacs_per_face": round(sum(count_macs(m, size) for m in members) * TTA_VIEWS[tta] / 1e6, 1),
         "emotions": list(EMOTIONS),
         "temperature": 1.0,
         "parity_max_abs_diff": parity,
@@ -267,7 +299,7 @@ def model_card(r: dict) -> str:
     lines = [f"# {r['name']}", "",
              f"Emotion classifier ({' + '.join(r['architecture'])}), {r['params'] / 1e6:.2f} M parameters, "
              f"{r['mmacs_per_face']} M multiply-adds per face"
-             f"{' (including the mirrored view: flip TTA is inside the graph)' if r['flip_tta'] else ''}.",
+             f"{_TTA_TEXT[r.get('tta', 'flip' if r['flip_tta'] else 'none')]}.",
              "", f"- Input: {r['input_size']}×{r['input_size']} grey face crop, `ferkit.preprocess.normalize`d.",
              f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
              f"temperature {r['temperature']} before softmax.",

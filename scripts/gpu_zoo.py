@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -37,6 +38,15 @@ ZOO: dict[str, list[str]] = {
     "fernet_m_s3": ["--model", "fernet_m", "--seed", "3", "--epochs", "200"],
     "fernet_l_s2": ["--model", "fernet_l", "--seed", "2", "--epochs", "200"],
     "fernet_l_s3": ["--model", "fernet_l", "--seed", "3", "--epochs", "200"],
+    # second session: the whole budget to four runs, so each gets about twice the epochs
+    "fernet_m_s4": ["--model", "fernet_m", "--seed", "4", "--epochs", "300"],
+    "fernet_m_s5": ["--model", "fernet_m", "--seed", "5", "--epochs", "300"],
+    "fernet_l_s4": ["--model", "fernet_l", "--seed", "4", "--epochs", "300"],
+    "fernet_l_s5": ["--model", "fernet_l", "--seed", "5", "--epochs", "300"],
+    "fernet_m_s6": ["--model", "fernet_m", "--seed", "6", "--epochs", "300"],
+    "fernet_m_s7": ["--model", "fernet_m", "--seed", "7", "--epochs", "300"],
+    "fernet_l_s6": ["--model", "fernet_l", "--seed", "6", "--epochs", "300"],
+    "fernet_l_s7": ["--model", "fernet_l", "--seed", "7", "--epochs", "300"],
     "vgg16": ["--model", "vgg16", "--seed", "0", "--epochs", "30", "--lr", "0.05"],
     "resnet34": ["--model", "resnet34", "--seed", "0", "--epochs", "30"],
 }
@@ -80,10 +90,12 @@ def run(src: Path, out: Path, budget: float, work: Path, only: list[str] | None 
     print(f"csv ready in {time.time() - t0:.0f}s", flush=True)
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    names = [n for n in ZOO if not only or n in only]
     procs = {}
-    for name, flags in ZOO.items():
-        if only and name not in only:
-            continue
+    for name in names:
+        flags = ZOO[name]
+        # a warm machine keeps /tmp between calls: never ship (or resume) a previous call's run
+        shutil.rmtree(work / name, ignore_errors=True)
         cmd = [sys.executable, "-m", "ferkit.cli", "train", "--data", str(csv_path), "--out", str(work / name),
                "--time-budget", str(budget - (time.time() - t0)), *flags]
         log = open(work / f"{name}.log", "w")
@@ -100,14 +112,15 @@ def run(src: Path, out: Path, budget: float, work: Path, only: list[str] | None 
             p.wait(10)
         print(f"{name}: exit {p.returncode}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    for name in SHIP:
+    for name in (n for n in names if n in SHIP):
         best = work / name / "best.pt"
         if best.exists():
             ck = torch.load(best, map_location="cpu", weights_only=False)
             ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+            ck["device"] = f"one {ck.get('device', 'GPU')} shared by {len(procs)} concurrent runs (scripts/gpu_zoo.py)"
             torch.save(ck, out / f"{name}.pt")
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        for name in ZOO:
+        for name in names:
             for f in (work / f"{name}.log", work / name / "log.csv", work / name / "config.json"):
                 if f.exists():
                     tar.add(f, arcname=f"{name}/{f.name}")

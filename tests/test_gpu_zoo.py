@@ -39,3 +39,38 @@ def test_every_zoo_run_names_a_registry_model():
     for name, flags in zoo.ZOO.items():
         assert flags[flags.index("--model") + 1] in list_models(), name
     assert set(zoo.SHIP) <= set(zoo.ZOO)
+
+
+def test_run_ships_only_this_calls_runs(class_folders: Path, tmp_path: Path, monkeypatch):
+    """A warm machine keeps the work folder: a previous call's checkpoint must not come back again."""
+    import torch
+
+    zoo = _zoo()
+    packed, work, out = tmp_path / "packed", tmp_path / "work", tmp_path / "out"
+    zoo.pack(class_folders, packed)
+    stale = work / "fernet_m_s1"
+    stale.mkdir(parents=True)
+    torch.save({"model": {"w": torch.ones(2)}, "device": "old"}, stale / "best.pt")
+    (work / "fernet_m_s0").mkdir()
+    (work / "fernet_m_s0" / "last.pt").write_bytes(b"from an earlier call")  # would be resumed
+    started = []
+
+    class FakeTrain:  # stands in for `ferkit train`: writes the best checkpoint its --out names
+        def __init__(self, cmd, **kw):
+            run_dir = Path(cmd[cmd.index("--out") + 1])
+            started.append(run_dir.name)
+            run_dir.mkdir(parents=True)
+            torch.save({"model": {"w": torch.ones(2)}, "device": "NVIDIA X"}, run_dir / "best.pt")
+            self.returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(zoo.subprocess, "Popen", FakeTrain)
+    zoo.run(packed, out, budget=60, work=work, only=["fernet_m_s0"])
+    assert started == ["fernet_m_s0"]
+    assert sorted(p.name for p in out.glob("*.pt")) == ["fernet_m_s0.pt"]
+    assert not (work / "fernet_m_s0" / "last.pt").exists()
+    ck = torch.load(out / "fernet_m_s0.pt", weights_only=False)
+    assert ck["model"]["w"].dtype == torch.float16
+    assert ck["device"] == "one NVIDIA X shared by 1 concurrent runs (scripts/gpu_zoo.py)"

@@ -78,6 +78,22 @@ def test_batched_classification_matches_single(rec, astronaut):
         np.testing.assert_allclose(f.probabilities, single, atol=2e-2)
 
 
+def test_shipped_models_classify_in_bounded_chunks(astronaut):
+    """Large batches are split so a ten-crop model's memory stays bounded; the split changes nothing."""
+    from ferkit.classification import DEFAULT_MODEL, REALTIME_MODEL, EmotionClassifier
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (7, 48, 48), dtype=np.uint8)
+    for name in (DEFAULT_MODEL, REALTIME_MODEL):
+        clf = EmotionClassifier(name)
+        views = {"flip": 2, "tencrop": 10}[clf.info.meta["tta"]]
+        assert clf.chunk * views <= 64
+        whole = clf.predict(faces)
+        clf.chunk = 3  # 3 + 3 + 1
+        np.testing.assert_allclose(clf.predict(faces), whole, atol=1e-5)
+        assert whole.shape == (7, len(EMOTIONS))
+
+
 def test_given_detections_skip_the_detector(rec, astronaut):
     det = Detection(box=ASTRONAUT_FACE, score=0.99, landmarks=None)
     result = rec.analyze(astronaut, detections=[det])

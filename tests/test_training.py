@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ferkit.config import TrainConfig
+from ferkit.errors import ModelError
 from ferkit.training import augment, load_checkpoint, train
 
 
@@ -175,7 +176,6 @@ def test_fp16_weight_export_halves_the_file_and_keeps_the_logits(class_folders: 
 
 def test_int8_weight_export_quarters_the_file_and_keeps_the_predictions(class_folders: Path, tmp_path: Path):
     from ferkit.classification import EmotionClassifier
-    from ferkit.errors import ModelError
     from ferkit.export import export_onnx
 
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, model="fernet_m"), progress=False)
@@ -249,7 +249,41 @@ def test_ensemble_averages_member_probabilities_over_both_views():
         za = (a(x) + a(x.flip(3))) / 2
         zb = (b(x) + b(x.flip(3))) / 2
         want = (torch.softmax(za, 1) + torch.softmax(zb, 1)) / 2
-        got = torch.softmax(_Ensemble([a, b], flip=True)(x), 1)
-        single = _Ensemble([a], flip=True)(x)
+        got = torch.softmax(_Ensemble([a, b], tta="flip")(x), 1)
+        single = _Ensemble([a], tta="flip")(x)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(single, za)  # one member: its flip-averaged logits, unchanged
+
+
+def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
+    """The ten views baked into an exported graph are the ones `ferkit evaluate --tta tencrop` makes."""
+    from ferkit.evaluation import tta_views as eval_views
+    from ferkit.export import _Ensemble, to_onnx
+    from ferkit.export import tta_views as graph_views
+    from ferkit.models import create_model
+    from ferkit.preprocess import prepare_batch
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    x = torch.from_numpy(prepare_batch(list(faces), 48))
+    want = [prepare_batch(list(v), 48) for v in eval_views(faces, "tencrop", 48)]
+    got = [v.numpy() for v in graph_views(x, "tencrop")]
+    assert len(got) == len(want) == 10
+    step = float(np.abs(prepare_batch([np.full((48, 48), 1, np.uint8)], 48) - prepare_batch(
+        [np.zeros((48, 48), np.uint8)], 48)).max())  # one grey level after normalisation
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() <= step  # OpenCV rounds its resize to whole grey levels; the graph does not
+
+    torch.manual_seed(0)
+    net = create_model("fernet_s").eval()
+    to_onnx([net], tmp_path / "ten.onnx", tta="tencrop")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "ten.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = _Ensemble([net], tta="tencrop")(x).numpy()
+        by_hand = torch.stack([net(v) for v in graph_views(x, "tencrop")]).mean(0).numpy()
+    np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], ref, atol=1e-4)
+    np.testing.assert_allclose(ref, by_hand, atol=1e-5)
+    with pytest.raises(ModelError, match="unknown tta"):
+        graph_views(x, "fivecrop")
