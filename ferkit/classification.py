@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ModelError
 from .labels import EMOTIONS
-from .preprocess import prepare_batch
+from .preprocess import TTA_VIEWS, prepare_batch
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "fernet-e4"  # most accurate shipped model: photos, folders, the service
@@ -93,7 +93,7 @@ class EmotionClassifier:
         # flat from batch 1 to 64 for the shipped models)
         meta = self.info.meta or {}
         tta = meta.get("tta", "flip" if meta.get("flip_tta", True) else "none")
-        views = {"none": 1, "flip": 2, "tencrop": 10}.get(tta, 2)
+        views = TTA_VIEWS.get(tta, 2)
         self.chunk = max(1, 64 // views)
         inp = self.session.get_inputs()[0]
         self._input = inp.name

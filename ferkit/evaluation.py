@@ -20,7 +20,7 @@ from .errors import ModelError
 from .labels import EMOTIONS
 from .metrics import expected_calibration_error, fit_temperature, softmax, summarize
 from .plots import confusion_matrix_image, save_png
-from .preprocess import prepare_batch
+from .preprocess import prepare_batch, tencrop_offsets
 
 
 def _logit_fn(model: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], int, str]:
@@ -56,9 +56,8 @@ def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
         views.append(images[:, :, ::-1])
     elif tta == "tencrop":
         c = int(round(size * 0.9))
-        offs = [(0, 0), (0, size - c), (size - c, 0), (size - c, size - c), ((size - c) // 2, (size - c) // 2)]
         views = []
-        for y, x in offs:
+        for y, x in tencrop_offsets(size):
             crop = np.stack([cv2.resize(im[y:y + c, x:x + c], (size, size), interpolation=cv2.INTER_LINEAR)
                              for im in images])
             views += [crop, crop[:, :, ::-1]]

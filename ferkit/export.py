@@ -26,12 +26,12 @@ from .errors import ModelError
 from .labels import EMOTIONS
 from .metrics import expected_calibration_error, fit_temperature, softmax, summarize
 from .models import count_params
+from .preprocess import TTA_VIEWS, tencrop_offsets
 from .training import load_checkpoint, training_stages
 
 OPSET = 17
 
 
-TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
 _TTA_TEXT = {"none": "", "flip": " (including the mirrored view: flip TTA is inside the graph)",
              "tencrop": " (including all 10 views: ten-crop TTA, 90 % crops and their mirrors, is inside the graph)"}
 
@@ -46,9 +46,8 @@ def tta_views(x: torch.Tensor, tta: str, size: int = 48) -> list[torch.Tensor]:
     if tta != "tencrop":
         return [x, torch.flip(x, dims=[3])] if tta == "flip" else [x]
     c = int(round(size * 0.9))
-    offsets = [(0, 0), (0, size - c), (size - c, 0), (size - c, size - c), ((size - c) // 2, (size - c) // 2)]
     views = []
-    for y0, x0 in offsets:
+    for y0, x0 in tencrop_offsets(size):
         crop = nn.functional.interpolate(x[:, :, y0:y0 + c, x0:x0 + c], size=(size, size), mode="bilinear",
                                          align_corners=False)
         views += [crop, torch.flip(crop, dims=[3])]

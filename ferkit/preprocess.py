@@ -23,6 +23,16 @@ def normalize(grey_uint8):
     return (grey_uint8 / 255.0 - MEAN) / STD
 
 
+# Test-time augmentation: views per face of each mode (``ferkit evaluate --tta``, ``ferkit export --tta``).
+TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
+
+
+def tencrop_offsets(size: int) -> list[tuple[int, int]]:
+    """(top, left) of the 4 corner and the centre crop of ten-crop TTA; each crop is 90 % of ``size``."""
+    c = int(round(size * 0.9))
+    return [(0, 0), (0, size - c), (size - c, 0), (size - c, size - c), ((size - c) // 2, (size - c) // 2)]
+
+
 def to_grey(image: np.ndarray) -> np.ndarray:
     """BGR, BGRA or grey uint8 image → 2-D grey uint8."""
     if image.ndim == 2:
