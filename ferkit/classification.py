@@ -34,6 +34,11 @@ class ModelInfo:
     meta: dict | None = None
 
 
+def tta_mode(meta: dict) -> str:
+    """The test-time views inside an exported graph, from its sidecar (files before ``tta`` had ``flip_tta``)."""
+    return meta.get("tta", "flip" if meta.get("flip_tta", True) else "none")
+
+
 def list_models() -> list[str]:
     """Names of the classifiers shipped inside the package."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.onnx"))
@@ -91,10 +96,7 @@ class EmotionClassifier:
         # images per onnxruntime call, test-time views included: bounds peak memory (a ten-crop model
         # turns 64 faces into 640 images, ~2 GB of activations) at no cost in speed (faces/s measured
         # flat from batch 1 to 64 for the shipped models)
-        meta = self.info.meta or {}
-        tta = meta.get("tta", "flip" if meta.get("flip_tta", True) else "none")
-        views = TTA_VIEWS.get(tta, 2)
-        self.chunk = max(1, 64 // views)
+        self.chunk = max(1, 64 // TTA_VIEWS.get(tta_mode(self.info.meta or {}), 2))
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         out_shape = self.session.get_outputs()[0].shape

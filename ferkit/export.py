@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .classification import EmotionClassifier
+from .classification import EmotionClassifier, tta_mode
 from .config import TrainConfig
 from .data import load_faces
 from .errors import ModelError
@@ -298,7 +298,7 @@ def model_card(r: dict) -> str:
     lines = [f"# {r['name']}", "",
              f"Emotion classifier ({' + '.join(r['architecture'])}), {r['params'] / 1e6:.2f} M parameters, "
              f"{r['mmacs_per_face']} M multiply-adds per face"
-             f"{_TTA_TEXT[r.get('tta', 'flip' if r['flip_tta'] else 'none')]}.",
+             f"{_TTA_TEXT[tta_mode(r)]}.",
              "", f"- Input: {r['input_size']}×{r['input_size']} grey face crop, `ferkit.preprocess.normalize`d.",
              f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
              f"temperature {r['temperature']} before softmax.",
