@@ -20,6 +20,7 @@ import torch
 from ferkit.classification import EmotionClassifier
 from ferkit.export import count_macs, to_onnx
 from ferkit.models import count_params, create_model, list_models
+from ferkit.preprocess import TTA_VIEWS
 
 
 def faces_per_s(onnx_path: Path, threads: int, batch: int = 64, runs: int = 20) -> float:
@@ -48,7 +49,7 @@ def main() -> None:
             model = create_model(name).eval()
             path = Path(tmp) / f"{name}.onnx"
             to_onnx([model], path)
-            print(f"{name:10s} {count_params(model) / 1e6:7.2f}M {2 * count_macs(model) / 1e6:10.0f} "
+            print(f"{name:10s} {count_params(model) / 1e6:7.2f}M {TTA_VIEWS['flip'] * count_macs(model) / 1e6:10.0f} "
                   f"{faces_per_s(path, args.threads):8.0f}", flush=True)
 
 

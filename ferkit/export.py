@@ -135,9 +135,7 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     size = cfgs[0].input_size
     if any(c.input_size != size for c in cfgs):
         raise ModelError("ensemble members must share one input size")
-    if tta not in TTA_VIEWS:
-        raise ModelError(f"unknown tta {tta!r}; choose none, flip or tencrop")
-    net = to_onnx(members, out, tta, size)
+    net = to_onnx(members, out, tta, size)  # an unknown tta raises ModelError here (tta_views)
 
     if fp16_weights and int8_weights:
         raise ModelError("choose one of fp16_weights and int8_weights")
