@@ -198,8 +198,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        if hints[f.name] is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        if hints[f.name] in (bool, bool | None):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=f"(default {'auto' if default is None else default})")
         else:
             typ = {int: int, float: float}.get(hints[f.name], str)
             p.add_argument(flag, type=typ, default=default, help=f"(default {default})")

@@ -31,9 +31,14 @@ class TrainConfig:
     brightness: float = 0.3
     contrast: float = 0.3
     erase: float = 0.5  # probability of random erasing per image
-    init: str | None = None  # start from this checkpoint's weights (fine-tuning); optimiser and schedule start fresh
+    init: str | None = None  # weights of a checkpoint (.pt), shipped model or .onnx; fresh optimiser
+    teacher: str | None = None  # distil from this shipped model name or .onnx (soft targets cached once)
+    kd_weight: float = 0.7  # share of the distillation term in the loss; the rest is cross-entropy on labels
+    kd_temperature: float = 2.0  # softens teacher and student alike; the KD term is scaled by T²
+    kd_views: str = "flip"  # teacher's views: none | flip | tencrop (members in torch) | graph (as shipped)
+    teacher_cache: str | None = None  # where the teacher's logits are cached (default: OUT/teacher.npz)
     seed: int = 0
-    bf16: bool = True  # bfloat16 autocast where the CPU/GPU supports it (≈2× on AVX512-BF16 CPUs)
+    bf16: bool | None = None  # bfloat16 autocast; None = only where the hardware does bf16 natively (choose_precision)
     threads: int = 0  # torch CPU threads; 0 = all cores
     out: str = "runs/fernet_m"
     resume: bool = False

@@ -29,3 +29,7 @@ class ModelError(FerkitError):
 
 class OutputError(FerkitError):
     """A result cannot be written (missing or unwritable output folder, full disk)."""
+
+
+class ConfigError(FerkitError, ValueError):
+    """A setting or combination of settings cannot be used (a ValueError too, for callers that catch those)."""

@@ -66,16 +66,23 @@ def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
     return views
 
 
-def predict_logits(model: str | Path, images: np.ndarray, tta: str = "none", batch: int = 256) -> np.ndarray:
-    """Logits ``(N, 7)`` of uint8 face images, averaged over the TTA views."""
+def predict_logits(model: str | Path, images: np.ndarray, tta: str = "none", batch: int = 256,
+                   progress: bool = False) -> np.ndarray:
+    """Logits ``(N, 7)`` of uint8 face images, averaged over the TTA views (``progress``: a bar on stderr)."""
+    from tqdm import tqdm
+
     run, size, _ = _logit_fn(model)
     if images.shape[1:] != (size, size):
         images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
     views = tta_views(images, tta, size)
     total = np.zeros((len(images), len(EMOTIONS)), np.float64)
+    bar = tqdm(total=len(images) * len(views), unit="face", desc="predicting", disable=not progress)
     for v in views:
         v = np.ascontiguousarray(v)
-        total += np.concatenate([run(prepare_batch(list(v[i:i + batch]), size)) for i in range(0, len(v), batch)])
+        for i in range(0, len(v), batch):
+            total[i:i + batch] += run(prepare_batch(list(v[i:i + batch]), size))
+            bar.update(len(v[i:i + batch]))
+    bar.close()
     return (total / len(views)).astype(np.float32)
 
 

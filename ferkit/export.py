@@ -239,17 +239,21 @@ def evaluate_onnx(path: str | Path, val_data: str | Path, progress: bool = True)
     }
 
 
-def quantize_int8(path: Path, val_data: str | Path | None, size: int) -> dict:
-    """Static int8 (QDQ) variant calibrated on validation faces; reports accuracy and speed."""
+def calibration_images(val_data: str | Path, n: int = 512, seed: int = 0) -> np.ndarray:
+    """``n`` training faces for int8 calibration: the ``train/`` split beside ``val_data`` when there is one
+    (calibrating on the images that are then scored would flatter the int8 figure), else ``val_data`` itself."""
+    root = Path(val_data)
+    train_dir = root.parent / "train" if root.name == "val" else root / "train"
+    src, split = (train_dir.parent, "train") if train_dir.is_dir() else (root, None)
+    fs = load_faces(src, split, progress=False)
+    return fs.images[np.random.default_rng(seed).choice(len(fs), min(n, len(fs)), replace=False)]
+
+
+def quantize_static_int8(src: Path, dst: Path, calib: np.ndarray, size: int) -> Path:
+    """onnxruntime static int8 QDQ (per-channel weights, uint8 activations) calibrated on uint8 faces ``calib``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from .preprocess import prepare_batch
-
-    if not val_data:
-        raise ModelError("int8 export needs --val-data for calibration images")
-    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=False)
-    rng = np.random.default_rng(0)
-    calib = fs.images[rng.choice(len(fs), min(512, len(fs)), replace=False)]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -259,10 +263,21 @@ def quantize_int8(path: Path, val_data: str | Path | None, size: int) -> dict:
         def get_next(self):
             return next(self.batches, None)
 
-    q_path = path.with_name(path.stem + "-int8.onnx")
-    quantize_static(str(path), str(q_path), Reader(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return dst
+
+
+def quantize_int8(path: Path, val_data: str | Path | None, size: int) -> dict:
+    """Static int8 (QDQ) variant calibrated on training faces; reports its val accuracy and speed."""
+    from .preprocess import prepare_batch
+
+    if not val_data:
+        raise ModelError("int8 export needs --val-data (scoring; its train/ sibling, if any, calibrates)")
+    q_path = quantize_static_int8(path, path.with_name(path.stem + "-int8.onnx"), calibration_images(val_data),
+                                  size)
     res = evaluate_onnx(q_path, val_data, progress=False)
+    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=False)
     speed = {}
     for name, p in (("fp32", path), ("int8", q_path)):
         clf = EmotionClassifier(p, calibrated=False, threads=1)
@@ -289,6 +304,20 @@ def train_command(config: dict) -> str:
         flag = "--" + k.replace("_", "-")
         parts.append((flag if v else "--no-" + flag[2:]) if isinstance(v, bool) else f"{flag} {v}")
     return " ".join(parts)
+
+
+def _stage_extras(t: dict) -> list[str]:
+    """Model-card lines for a stage's precision and distillation teacher, where recorded."""
+    c, lines = t["config"], []
+    if t.get("precision"):
+        lines.append(f"  Precision: {t['precision']}.")
+    if c.get("teacher"):
+        kd = t.get("teacher") or {}
+        lines.append(f"  Distilled from `{c['teacher']}` (KD weight {c['kd_weight']}, temperature "
+                     f"{c['kd_temperature']}; teacher views: {kd.get('views_detail', c.get('kd_views'))}; "
+                     f"targets computed {kd.get('date', 'unknown')}, teacher sha256 "
+                     f"{kd.get('teacher_sha256', '?')[:12]}).")
+    return lines
 
 
 def model_card(r: dict) -> str:
@@ -319,6 +348,7 @@ def model_card(r: dict) -> str:
                       f"weight decay {c['weight_decay']}, label smoothing {c['label_smoothing']}, "
                       f"mixup {c['mixup']}, EMA {c['ema']}, rotate ±{c['rotate']}°, scale ±{c['scale']}, "
                       f"shift ±{c['shift']}, random erasing p={c['erase']}, seed {c['seed']}.",
+                      *_stage_extras(t),
                       f"  Command: `{train_command(c)}`"]
         lines.append("")
     if "val" in r:

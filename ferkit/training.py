@@ -28,8 +28,9 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import FaceSet, load_faces, stratified_split
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .labels import EMOTIONS
+from .machine import NATIVE_BF16_FLAGS, cpu_info
 from .metrics import summarize
 from .models import create_model
 from .preprocess import normalize
@@ -37,6 +38,24 @@ from .preprocess import normalize
 
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def choose_precision(device: torch.device, requested: bool | None,
+                     flags: set[str] | None = None) -> tuple[bool, str]:
+    """(use bf16 autocast, why) for a run: ``requested`` True/False forces it; None picks bf16 only where native.
+
+    ``flags``: the CPU's feature flags (default: read from the machine; tests pass their own).
+    """
+    if requested is not None:
+        return requested, f"{'bf16' if requested else 'fp32'} forced by --{'' if requested else 'no-'}bf16"
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, "bf16: the GPU supports it natively" if ok else "fp32: this GPU has no native bf16"
+    flags = cpu_info()[1] if flags is None else flags
+    native = [f for f in NATIVE_BF16_FLAGS if f in flags]
+    if native and torch.backends.mkldnn.is_available():
+        return True, f"bf16: the CPU has native bf16 ({', '.join(native)})"
+    return False, "fp32: the CPU has no native bf16 (no avx512_bf16/amx_bf16), where bf16 autocast is emulated"
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -162,7 +181,7 @@ def device_name(device: torch.device) -> str:
     """What a run trained on, for logs and model cards."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return f"CPU ({torch.get_num_threads()} threads, {cpu_info()[0]})"
 
 
 def training_stages(ck: dict) -> list[dict]:
@@ -170,21 +189,52 @@ def training_stages(ck: dict) -> list[dict]:
     (``--init`` chains runs), each with config, epochs, best epoch, wall time and device."""
     own = {"config": ck["config"], "epochs": ck["config"]["epochs"], "best_epoch": ck.get("epoch", -1) + 1,
            "wall_time_s": round(sum(r["seconds"] for r in ck.get("history", [])), 0),
-           "device": ck.get("device", "unknown")}
+           "device": ck.get("device", "unknown"), "precision": ck.get("precision", ""),
+           "teacher": ck.get("teacher")}
     return [*ck.get("parents", []), own]
 
 
-def _build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, EMA | None]:
+def _init_state(cfg: TrainConfig, images: np.ndarray | None) -> dict:
+    """Weights for ``--init``: a training checkpoint (.pt), or a shipped model name / single-model .onnx
+    export rebuilt in PyTorch (its BatchNorm statistics measured on the first training images)."""
+    p = Path(cfg.init)
+    if p.suffix != ".pt":
+        from .classification import resolve_model
+        from .onnx_weights import members_from_onnx
+
+        info = resolve_model(cfg.init)
+        archs = (info.meta or {}).get("architecture", [cfg.model])
+        if archs != [cfg.model]:
+            raise ConfigError(f"--init {cfg.init}: is {' + '.join(archs)}, not a single {cfg.model}")
+        return members_from_onnx(info.path, archs, images, cfg.input_size)[0].state_dict()
+    if not p.is_file():
+        raise DataError(f"--init {cfg.init}: no such checkpoint")
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    state = ck.get("ema") or ck["model"]
+    probe = create_model(cfg.model, input_size=cfg.input_size)
+    try:
+        probe.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"--init {cfg.init} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    return state
+
+
+def _parent_stages(init: str) -> list[dict]:
+    """The training history of ``--init``'s weights: from the checkpoint, or from the export's sidecar."""
+    if Path(init).suffix == ".pt":
+        return training_stages(torch.load(init, map_location="cpu", weights_only=False))
+    from .classification import resolve_model
+
+    stages = ((resolve_model(init).meta or {}).get("training") or [[]])[0]
+    return stages if isinstance(stages, list) else [stages]
+
+
+def _build(cfg: TrainConfig, device: torch.device,
+           images: np.ndarray | None = None) -> tuple[nn.Module, torch.optim.Optimizer, EMA | None]:
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, input_size=cfg.input_size)
     if cfg.init:
-        if not Path(cfg.init).is_file():
-            raise DataError(f"--init {cfg.init}: no such checkpoint")
-        ck = torch.load(cfg.init, map_location="cpu", weights_only=False)
-        try:
-            model.load_state_dict(ck.get("ema") or ck["model"])
-        except RuntimeError as e:
-            raise ValueError(f"--init {cfg.init} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        model.load_state_dict(_init_state(cfg, images))
     model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for p in model.parameters():
@@ -200,10 +250,17 @@ def _build(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.opt
     return model, opt, ema
 
 
+def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """Hinton's distillation term: KL(teacher_T ‖ student_T) · T², per-sample mean."""
+    return F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                    log_target=True) * t * t
+
+
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
                 cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None, use_bf16: bool,
-                step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a uint8 batch; returns (summed loss, correct count) as tensors (no host sync)."""
+                step: int, tb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a uint8 batch (``tb``: the teacher's logits for it, when distilling);
+    returns (summed loss, correct count) as tensors (no host sync)."""
     device = xb.device
     xb = augment(xb, cfg, gen).contiguous(memory_format=torch.channels_last)
     lam, yb2 = 1.0, yb
@@ -212,12 +269,16 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, 
         j = torch.randperm(len(xb), generator=gen, device=device) if device.type == "cuda" \
             else torch.randperm(len(xb), generator=gen)
         xb, yb2 = lam * xb + (1 - lam) * xb[j], yb[j]
+        if tb is not None:  # the mixed image's teacher target: the same mixture of the two targets' logits
+            tb = lam * tb + (1 - lam) * tb[j]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(xb)
     logits = logits.float()
     loss = lam * F.cross_entropy(logits, yb, weight=weights, label_smoothing=cfg.label_smoothing)
     if lam < 1:
         loss = loss + (1 - lam) * F.cross_entropy(logits, yb2, weight=weights, label_smoothing=cfg.label_smoothing)
+    if tb is not None:
+        loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * _kd_loss(logits, tb, cfg.kd_temperature)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -231,7 +292,7 @@ def _fit_epochs(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor, 
     Times a few steps and one validation pass on a throw-away model, so the
     real run that follows is exactly ``--epochs N`` with the returned ``N``.
     """
-    model, opt, _ = _build(cfg, device)
+    model, opt, _ = _build(replace(cfg, init=None), device)  # initial weights do not change the speed
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     warm, timed = 5, 25
     for i in range(warm + timed):
@@ -282,7 +343,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     # the whole uint8 set lives where the model does (86 MB for FER2013): no per-step host copies
     x_train = torch.from_numpy(train_set.images)[:, None].to(device)
     y_train = torch.from_numpy(train_set.labels).to(device)
-    use_bf16 = cfg.bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+    use_bf16, why = choose_precision(device, cfg.bf16)
+    print(f"precision: {why}", flush=True)
+    cfg.bf16 = use_bf16  # the recorded config says what ran, so the run repeats exactly anywhere
+    t_train, kd = None, None
+    if cfg.teacher:
+        from .distill import teacher_logits
+
+        logits, kd = teacher_logits(cfg.teacher, train_set.images, cfg.teacher_cache or out / "teacher.npz",
+                                    cfg.kd_views, use_bf16)
+        t_train = torch.from_numpy(logits).to(device)
 
     last = out / "last.pt"
     resuming = cfg.resume and last.exists()
@@ -290,8 +360,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start)
         cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
 
-    model, opt, ema = _build(cfg, device)
-    parents = training_stages(torch.load(cfg.init, map_location="cpu", weights_only=False)) if cfg.init else []
+    model, opt, ema = _build(cfg, device, train_set.images)
+    parents = _parent_stages(cfg.init) if cfg.init else []
     dev_name = device_name(device)
     steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
     sched = _make_scheduler(cfg, opt, steps_per_epoch)
@@ -340,7 +410,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             loss_sum, correct = _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, weights,
-                                            use_bf16, step)
+                                            use_bf16, step, None if t_train is None else t_train[idx])
             if cfg.schedule != "plateau":
                 sched.step()
             step += 1
@@ -370,12 +440,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if improved:
             best = summary["accuracy"]
             torch.save({"model": eval_model.state_dict(), "config": asdict(cfg), "epoch": epoch,
-                        "summary": summary, "history": history, "device": dev_name, "parents": parents},
-                       out / "best.pt")
+                        "summary": summary, "history": history, "device": dev_name, "parents": parents,
+                        "precision": why, "teacher": kd}, out / "best.pt")
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "ema": ema.model.state_dict() if ema is not None else None, "generator": gen.get_state(),
               "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "best": best,
-              "history": history, "config": asdict(cfg), "device": dev_name, "parents": parents}
+              "history": history, "config": asdict(cfg), "device": dev_name, "parents": parents,
+              "precision": why, "teacher": kd}
         torch.save(ck, out / "last.tmp")
         os.replace(out / "last.tmp", last)  # atomic: an interrupt never leaves a half-written checkpoint
         _write_log(out / "log.csv", history)

@@ -287,3 +287,142 @@ def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     np.testing.assert_allclose(ref, by_hand, atol=1e-5)
     with pytest.raises(ModelError, match="unknown tta"):
         graph_views(x, "fivecrop")
+
+
+@pytest.mark.parametrize("flags, device, expected", [
+    ({"avx2", "fma"}, "cpu", False),  # AVX2-only EPYC: bf16 would be emulated (15× slower there)
+    ({"avx512f", "avx512_bf16"}, "cpu", True),  # Zen 4/5, Cooper Lake and later
+    ({"avx512f", "amx_bf16", "amx_tile"}, "cpu", True),  # Sapphire Rapids
+    ({"avx512f", "avx512bw"}, "cpu", False),  # AVX-512 without its bf16 extension
+    (set(), "cpu", False),  # flags unknown (not Linux): the safe choice
+])
+def test_precision_follows_what_the_cpu_does_natively(flags, device, expected):
+    from ferkit.training import choose_precision
+
+    use, why = choose_precision(torch.device(device), None, flags)
+    assert use is expected and why.startswith("bf16" if expected else "fp32")
+
+
+def test_precision_flag_forces_either_way():
+    from ferkit.training import choose_precision
+
+    assert choose_precision(torch.device("cpu"), True, {"avx2"}) == (True, "bf16 forced by --bf16")
+    assert choose_precision(torch.device("cpu"), False, {"avx512_bf16"}) == (False, "fp32 forced by --no-bf16")
+
+
+def test_auto_precision_is_recorded_as_what_ran(class_folders: Path, tmp_path: Path, monkeypatch):
+    import ferkit.training as training
+
+    monkeypatch.setattr(training, "cpu_info", lambda: ("Test CPU", {"avx2"}))
+    train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, bf16=None), progress=False)
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert ck["config"]["bf16"] is False and ck["precision"].startswith("fp32: the CPU has no native bf16")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["bf16"] is False
+    assert "Test CPU" in ck["device"]
+
+
+def _tiny_export(class_folders: Path, tmp_path: Path, **kw) -> Path:
+    from ferkit.export import export_onnx
+
+    train(tiny_cfg(class_folders, tmp_path / "teacher_run", epochs=1, max_steps=3), progress=False)
+    path = tmp_path / "teacher.onnx"
+    export_onnx(tmp_path / "teacher_run" / "best.pt", path, val_data=class_folders / "val", progress=False, **kw)
+    return path
+
+
+@pytest.mark.parametrize("weights", ["float", "int8"])
+def test_members_rebuilt_from_onnx_compute_what_the_graph_does(class_folders: Path, tmp_path: Path, weights):
+    from ferkit.classification import EmotionClassifier
+    from ferkit.export import _Ensemble
+    from ferkit.onnx_weights import members_from_onnx
+    from ferkit.preprocess import normalize
+
+    path = _tiny_export(class_folders, tmp_path, int8_weights=weights == "int8")
+    images = np.random.default_rng(1).integers(0, 255, (20, 48, 48), dtype=np.uint8)
+    members = members_from_onnx(path, ["fernet_s"], images)
+    x = normalize(images[:6, None].astype(np.float32))
+    with torch.no_grad():
+        ours = _Ensemble(members, "flip").eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, EmotionClassifier(path, calibrated=False).logits(x), atol=1e-4)
+    # train mode on the images the statistics came from: BN then normalises by nearly the same mean/var
+    for m in members[0].modules():  # BatchNorm in train mode; dropout stays off so only BN differs
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.train()
+    with torch.no_grad():
+        train_mode = members[0](torch.from_numpy(normalize(images[:, None].astype(np.float32))))
+    members[0].eval()
+    with torch.no_grad():
+        eval_mode = members[0](torch.from_numpy(normalize(images[:, None].astype(np.float32))))
+    np.testing.assert_allclose(train_mode.numpy(), eval_mode.numpy(), atol=1e-3)
+
+
+def test_rebuilding_with_the_wrong_architecture_is_refused(class_folders: Path, tmp_path: Path):
+    from ferkit.onnx_weights import members_from_onnx
+
+    path = _tiny_export(class_folders, tmp_path)
+    with pytest.raises(ModelError):
+        members_from_onnx(path, ["fernet_m"], np.zeros((4, 48, 48), np.uint8))
+
+
+def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: Path, tmp_path: Path,
+                                                                  monkeypatch):
+    import ferkit.distill as distill
+
+    teacher = _tiny_export(class_folders, tmp_path)
+    cfg = tiny_cfg(class_folders, tmp_path / "student", epochs=1, max_steps=3, teacher=str(teacher),
+                   kd_weight=0.5, kd_temperature=3.0, kd_views="flip")
+    train(cfg, progress=False)
+    cache = tmp_path / "student" / "teacher.npz"
+    logits, prov = distill.load_cache(cache)
+    assert logits.shape == (42, 7) and prov["teacher"] == str(teacher) and prov["views"] == "flip"
+    assert prov["images_sha1"] and prov["teacher_sha256"] and prov["date"]
+    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
+    assert ck["teacher"]["teacher_sha256"] == prov["teacher_sha256"]
+    assert ck["config"]["teacher"] == str(teacher) and ck["config"]["kd_weight"] == 0.5
+    # the cache's logits are the teacher's own (same views as the graph: flip)
+    from ferkit.data import load_faces
+    from ferkit.evaluation import predict_logits
+
+    train_images = load_faces(class_folders, "train").images
+    np.testing.assert_allclose(logits, predict_logits(teacher, train_images), atol=1e-3)
+    # a second run reuses it without running the teacher; a different teacher file is never reused silently
+    def teacher_ran(*args, **kwargs):
+        raise RuntimeError("teacher ran again")
+
+    monkeypatch.setattr(distill, "compute_teacher_logits", teacher_ran)
+    train(replace(cfg, out=str(tmp_path / "again"), teacher_cache=str(cache)), progress=False)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(teacher.read_bytes() + b"\0")
+    other.with_suffix(".json").write_text(teacher.with_suffix(".json").read_text())
+    with pytest.raises(RuntimeError, match="teacher ran again"):
+        train(replace(cfg, out=str(tmp_path / "third"), teacher=str(other), teacher_cache=str(cache)),
+              progress=False)
+
+
+def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():
+    from ferkit.training import _kd_loss
+
+    t = torch.tensor([[2.0, 0.0, -1.0, 0.5, 0.0, 0.0, 1.0]])
+    assert float(_kd_loss(t.clone(), t, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(_kd_loss(torch.zeros_like(t), t, 2.0)) > 0.01
+
+
+def test_init_from_a_single_model_onnx_export(class_folders: Path, tmp_path: Path):
+    from ferkit.classification import EmotionClassifier
+    from ferkit.evaluation import predict_logits
+
+    teacher = _tiny_export(class_folders, tmp_path)
+    cfg = tiny_cfg(class_folders, tmp_path / "ft", epochs=1, max_steps=1, init=str(teacher), lr=0.0, ema=0,
+                   schedule="cosine")
+    train(cfg, progress=False)
+    model, _ = load_checkpoint(tmp_path / "ft" / "best.pt")
+    images = np.random.default_rng(2).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    from ferkit.preprocess import normalize
+
+    x = torch.from_numpy(normalize(images[:, None].astype(np.float32)))
+    with torch.no_grad():
+        flip = ((model(x) + model(x.flip(3))) / 2).numpy()
+    # lr 0 and one step: only BN running stats moved (momentum 0.1 on one batch), so outputs stay close
+    ref = EmotionClassifier(teacher, calibrated=False).logits(x.numpy())
+    assert (flip.argmax(1) == ref.argmax(1)).mean() >= 0.6
+    assert predict_logits(teacher, images).shape == (5, 7)
