@@ -33,3 +33,7 @@ class OutputError(FerkitError):
 
 class ConfigError(FerkitError, ValueError):
     """A setting or combination of settings cannot be used (a ValueError too, for callers that catch those)."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the limit allows (read from its header, before decoding)."""

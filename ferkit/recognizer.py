@@ -5,7 +5,10 @@ The CLI, the HTTP service and the video loop all call :meth:`Recognizer.analyze`
 
 from __future__ import annotations
 
+import numbers
+import os
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import numpy as np
 
 from .classification import DEFAULT_MODEL, EmotionClassifier
 from .detection import DEFAULT_DETECTOR, Detection, FaceDetector, create_detector
+from .errors import ConfigError, ModelError
 from .images import MAX_PIXELS, as_bgr
 from .preprocess import crop_face, to_grey
 from .quality import QualityGate
@@ -31,6 +35,10 @@ class Recognizer:
         max_pixels: refuse larger images (decompression-bomb guard).
         threads: onnxruntime threads for the classifier (None = default).
 
+    Raises:
+        ferkit.errors.ModelError: ``model`` or ``detector`` is not a name, path or detector, or cannot load.
+        ferkit.errors.ConfigError: ``quality``, ``max_pixels`` or ``threads`` cannot be used.
+
     Example:
         >>> from ferkit import Recognizer
         >>> result = Recognizer().analyze("group.jpg")
@@ -40,14 +48,23 @@ class Recognizer:
     def __init__(self, model: str | Path = DEFAULT_MODEL, detector: str | FaceDetector = DEFAULT_DETECTOR,
                  quality: QualityGate | dict | None = None, max_pixels: int = MAX_PIXELS,
                  threads: int | None = None):
+        _check_int("max_pixels", max_pixels, low=1)
+        if threads is not None:
+            _check_int("threads", threads, low=0)
+        self.quality = _quality_gate(quality)
+        if not isinstance(model, (str, os.PathLike)) or not str(model):
+            raise ModelError(f"model must be a shipped model name (see `ferkit models`) or a path to an .onnx "
+                             f"file, got {model!r}")
+        if isinstance(detector, str):
+            detector_obj = create_detector(detector)
+        elif callable(getattr(detector, "detect", None)):
+            detector_obj = detector
+        else:
+            raise ModelError(f"detector must be a detector name (see `ferkit models`) or an object with a "
+                             f"detect(image) method, got {type(detector).__name__}")
         self.classifier = EmotionClassifier(model, threads=threads)
-        self.detector = create_detector(detector) if isinstance(detector, str) else detector
-        if quality is None:
-            quality = QualityGate()
-        elif isinstance(quality, dict):
-            quality = QualityGate(**quality)
-        self.quality = quality
-        self.max_pixels = max_pixels
+        self.detector = detector_obj
+        self.max_pixels = int(max_pixels)
 
     @property
     def model_name(self) -> str:
@@ -69,7 +86,8 @@ class Recognizer:
             :class:`~ferkit.results.Analysis` with one :class:`~ferkit.results.Face` per detection.
 
         Raises:
-            ferkit.errors.ImageError: the input cannot be read as an image.
+            ferkit.errors.ImageError: the input cannot be read as an image (see :mod:`ferkit.images`
+                for the rules on arrays and PIL images).
         """
         t0 = time.perf_counter()
         bgr, path = as_bgr(image, self.max_pixels)
@@ -99,3 +117,27 @@ class Recognizer:
         return [Face(box=tuple(float(v) for v in d.box), score=float(d.score), landmarks=d.landmarks,
                      quality=q, probabilities=by_index.get(i))
                 for i, (d, q) in enumerate(zip(detections, qualities))]
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    """ConfigError unless ``value`` is an integer (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _quality_gate(quality: Any) -> QualityGate:
+    """A QualityGate from None (defaults), a QualityGate or a dict of its fields; ConfigError otherwise."""
+    if quality is None:
+        return QualityGate()
+    if isinstance(quality, QualityGate):
+        return quality
+    if not isinstance(quality, dict):
+        raise ConfigError(f"quality must be a QualityGate, a dict of its fields or None, got {type(quality).__name__}")
+    known = {f.name for f in fields(QualityGate)}
+    unknown = sorted(str(k) for k in quality if k not in known)
+    if unknown:
+        raise ConfigError(f"unknown quality setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    for k, v in quality.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ConfigError(f"quality setting {k} must be a number, got {v!r}")
+    return QualityGate(**quality)
