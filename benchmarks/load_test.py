@@ -9,6 +9,10 @@ other 5xx or transport error happened.
     python benchmarks/load_test.py                      # 300 requests, 16 concurrent, default pipeline
     python benchmarks/load_test.py --workers 1 --queue 0    # a pool too small: shows 503s
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key "$FERKIT_API_KEY"
+    python benchmarks/load_test.py --requests 50 --concurrency 50 --warmup 0   # a burst: 200/503/504, Retry-After
+    python benchmarks/load_test.py --stalled 50 --half-headers 50 --requests 20 --concurrency 1
+        # slow clients: 50 uploads stalled after 1 KB of a declared 150 KB body, each from its own loopback
+        # address, and 50 connections stopped half-way through their headers, held during the load
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ async def run_load(url: str, data: bytes, args: argparse.Namespace) -> dict:
     latencies: list[float] = []
     ok_latencies: list[float] = []
     statuses: Counter = Counter()
+    retry_after: list[int] = []
     transport_errors: list[str] = []
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=args.client_timeout) as client:
@@ -100,6 +105,8 @@ async def run_load(url: str, data: bytes, args: argparse.Namespace) -> dict:
                 dt = time.perf_counter() - t0
                 latencies.append(dt)
                 statuses[r.status_code] += 1
+                if r.status_code == 503 and r.headers.get("retry-after", "").isdigit():
+                    retry_after.append(int(r.headers["retry-after"]))
                 if r.status_code == 200:
                     ok_latencies.append(dt)
 
@@ -115,12 +122,15 @@ async def run_load(url: str, data: bytes, args: argparse.Namespace) -> dict:
                     probes.append(time.perf_counter() - t)
                     await asyncio.sleep(0.5)
 
+        host, port = httpx.URL(url).host, httpx.URL(url).port or 80
+        slow = await open_slow_clients(host, port, args.stalled, args.half_headers, not args.stalled_one_address)
         t0 = time.perf_counter()
         prober = asyncio.create_task(probe())
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         wall = time.perf_counter() - t0
         finished.set()
         await prober
+        slow_summary = await close_slow_clients(slow) if slow else None
     five = sum(n for s, n in statuses.items() if s >= 500 and s != 503)
     lat = ok_latencies or latencies or [float("nan")]
     return {
@@ -130,9 +140,59 @@ async def run_load(url: str, data: bytes, args: argparse.Namespace) -> dict:
         "p99_ms": round(percentile(lat, 99) * 1e3, 1), "max_ms": round(max(lat) * 1e3, 1),
         "status": dict(sorted(statuses.items())), "http_5xx_excluding_503": five, "http_503": statuses[503],
         "transport_errors": len(transport_errors),
+        "retry_after_s": {"min": min(retry_after), "p50": percentile(retry_after, 50), "max": max(retry_after)}
+        if retry_after else None,
         "healthz_p50_ms": round(percentile(probes, 50) * 1e3, 1) if probes else None,
         "healthz_max_ms": round(max(probes) * 1e3, 1) if probes else None,
+        "slow_clients": slow_summary,
     }
+
+
+async def open_slow_clients(host: str, port: int, stalled: int, half: int, many: bool) -> list:
+    """Connections that stall: uploads after 1 KB of a declared 150 KB body, and half-sent request heads.
+
+    With ``many``, each comes from its own loopback source address (127.0.0.2, 127.0.0.3, ...), as distinct
+    clients would; otherwise all from 127.0.0.1 (then the per-client connection cap applies to them).
+    Returns (kind, watcher task, writer): the task ends when the server closes the connection, with the
+    seconds it was held.
+    """
+    async def watch(reader: asyncio.StreamReader, t0: float) -> float:
+        try:
+            while await reader.read(65536):
+                pass
+        except OSError:
+            pass
+        return time.perf_counter() - t0
+
+    conns = []
+    for i in range(stalled + half):
+        source = f"127.0.0.{2 + i % 250}" if many else "127.0.0.1"
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+        if i < stalled:
+            writer.write(b"POST /v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                         b"Content-Length: 150000\r\n\r\n\xff\xd8\xff" + bytes(1021))
+        else:
+            writer.write(b"POST /v1/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+        await writer.drain()
+        conns.append(("stalled" if i < stalled else "half", asyncio.create_task(watch(reader, time.perf_counter())),
+                      writer))
+    return conns
+
+
+async def close_slow_clients(conns: list) -> dict:
+    """How many slow connections the server still held at the end, how many it closed and when; closes ours."""
+    summary: dict = {}
+    for kind in ("stalled", "half"):
+        mine = [(task, writer) for k, task, writer in conns if k == kind]
+        if not mine:
+            continue
+        closed = [task.result() for task, _ in mine if task.done()]
+        summary[kind] = {"held_open": len(mine) - len(closed), "closed_by_server": len(closed),
+                         "closed_after_s": round(max(closed), 1) if closed else None}
+    for _, task, writer in conns:
+        task.cancel()
+        writer.close()
+    return summary
 
 
 def sharing_benchmark(data: bytes, workers: int, n: int, detector: str | None) -> None:
@@ -202,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="server onnxruntime threads per inference")
     p.add_argument("--detector", default=None)
     p.add_argument("--model", default=None)
+    p.add_argument("--stalled", type=int, default=0, help="uploads held open after 1 KB of a declared 150 KB body "
+                   "during the load")
+    p.add_argument("--half-headers", type=int, default=0, help="connections held open half-way through their "
+                   "request head during the load")
+    p.add_argument("--stalled-one-address", action="store_true", help="open the slow connections from 127.0.0.1 "
+                   "(default: one loopback address each, like distinct clients)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--sharing", action="store_true", help="instead: compare a shared Recognizer, one per "
                    "thread and a lock in-process (no HTTP), with --workers threads and --requests images")
@@ -243,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  status {s['status']}; 5xx other than 503: {s['http_5xx_excluding_503']}; 503 (saturated, "
               f"Retry-After): {s['http_503']}; transport errors: {s['transport_errors']}")
         print(f"  /healthz during the load: p50 {s['healthz_p50_ms']} ms, max {s['healthz_max_ms']} ms")
+        if s["retry_after_s"]:
+            print(f"  Retry-After on 503: {s['retry_after_s']}")
+        if s["slow_clients"]:
+            print(f"  slow clients at the end of the load: {s['slow_clients']}")
     return 1 if summary["http_5xx_excluding_503"] or summary["transport_errors"] else 0
 
 

@@ -397,13 +397,24 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine "
                    "only); any other needs an API key or --insecure")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--workers", type=int, default=0, help="inference threads (default: CPU cores, at most 4)")
-    p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker; beyond "
-                   "workers + queue the service answers 503 (default 16)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504 (default 30)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file in MiB (default 20)")
-    p.add_argument("--max-megapixels", type=float, default=50.0, help="largest image in megapixels, checked "
-                   "from the header before decoding (default 50)")
+    from .limits import ServiceSettings as S  # the one definition of every service default (no FastAPI import)
+
+    p.add_argument("--workers", type=int, default=S.workers, help="inference threads (default: CPU cores, at most 4)")
+    p.add_argument("--queue", type=int, default=S.max_queue, help="requests whose body has arrived that may wait "
+                   f"for a worker; beyond workers + queue the service answers 503 (default {S.max_queue})")
+    p.add_argument("--timeout", type=float, default=S.timeout_s, help="seconds from the end of the body to the "
+                   f"answer before 504 (default {S.timeout_s:g})")
+    p.add_argument("--body-timeout", type=float, default=S.body_timeout_s, help="seconds for the request body to "
+                   f"arrive before 408 (default {S.body_timeout_s:g})")
+    p.add_argument("--header-timeout", type=float, default=S.header_timeout_s, help="seconds for a request head "
+                   f"to arrive before the connection is closed (default {S.header_timeout_s:g})")
+    p.add_argument("--max-client-connections", type=int, default=S.max_connections_per_client,
+                   help="open connections per client address before 429 (default "
+                   f"{S.max_connections_per_client}; 0 = no cap, e.g. behind a reverse proxy)")
+    p.add_argument("--max-upload-mb", type=float, default=S.max_upload_bytes / 2**20, help="largest image file "
+                   f"in MiB (default {S.max_upload_bytes / 2**20:g})")
+    p.add_argument("--max-megapixels", type=float, default=S.max_pixels / 1e6, help="largest image in "
+                   f"megapixels, checked from the header before decoding (default {S.max_pixels / 1e6:g})")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per inference (default 1: "
                    "parallelism comes from --workers; 0 = onnxruntime's default)")
     p.add_argument("--api-key", default=None, help="require this X-API-Key header on /v1/ requests (default: "
@@ -440,9 +451,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("FERKIT_API_KEY") or None
     for warning in service.check_bind(args.host, api_key, args.insecure):
         print(f"ferkit: warning: {warning}", file=sys.stderr, flush=True)
-    settings = service.ServiceSettings(workers=args.workers, max_queue=args.queue, timeout_s=args.timeout,
-                                       max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                                       max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key)
+    try:
+        settings = service.ServiceSettings(
+            workers=args.workers, max_queue=args.queue, timeout_s=args.timeout, body_timeout_s=args.body_timeout,
+            header_timeout_s=args.header_timeout, max_connections_per_client=args.max_client_connections,
+            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_megapixels * 1_000_000),
+            api_key=api_key)
+    except ValueError as e:  # ConfigError from the settings' own checks
+        raise UsageError(f"{e} (see ferkit serve --help)") from None
     if args.allow_host:
         settings.allowed_hosts = service.LOOPBACK_HOSTS + tuple(args.allow_host)
     threads = args.threads or None

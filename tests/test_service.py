@@ -31,6 +31,8 @@ with warnings.catch_warnings():  # Starlette ≥ 1.x nags about httpx vs httpx2;
     from fastapi.testclient import TestClient  # noqa: E402
 
 from ferkit.detection import DEFAULT_DETECTOR  # noqa: E402
+from ferkit.errors import ConfigError  # noqa: E402
+from ferkit.limits import Admission  # noqa: E402
 from ferkit.recognizer import Recognizer  # noqa: E402
 from ferkit.results import Analysis, Face, Quality  # noqa: E402
 from ferkit.service import (  # noqa: E402
@@ -541,3 +543,133 @@ def test_cli_serve_end_to_end(example_bytes, tmp_path):
     assert proc.returncode == 0, err
     assert "starting http://127.0.0.1" in err
     assert list(tmp_path.iterdir()) == []  # nothing written to the working directory
+
+
+# ----------------------------------------------------------------------------- issue 13: queue, budget, inputs
+
+def _hold(client: TestClient, n: int, results: list, **post) -> list[threading.Thread]:
+    """Start ``n`` requests in threads and wait until the service has admitted all of them."""
+    threads = []
+    for _ in range(n):
+        threads.append(_post_in_thread(client, results))
+    deadline = time.monotonic() + 10
+    while client.get("/healthz").json()["in_flight"] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.get("/healthz").json()["in_flight"] == n
+    return threads
+
+
+def test_retry_after_is_computed_from_the_queue():
+    gate = threading.Event()
+    rec = FakeRecognizer(gate=gate)
+    app = create_app(rec, ServiceSettings(workers=1, max_queue=1, timeout_s=60))
+    app.state.admission.record(4.0)  # as if one analysis had taken 4 s
+    with TestClient(app) as c:
+        results: list = []
+        threads = _hold(c, 2, results)  # one running, one queued
+        try:
+            resp = c.post("/v1/analyze", content=encode(".png"), headers={"Content-Type": "image/png"})
+            assert_error(resp, 503, "busy")
+            assert resp.headers["retry-after"] == "8"  # 2 in the queue × 4 s ÷ 1 worker
+            assert c.get("/healthz").json()["retry_after_s"] == 8
+        finally:
+            gate.set()
+            for t in threads:
+                t.join(10)
+        assert [r.status_code for r in results] == [200, 200]
+
+
+def test_request_that_would_time_out_in_the_queue_is_refused_at_once():
+    gate = threading.Event()
+    rec = FakeRecognizer(gate=gate)
+    app = create_app(rec, ServiceSettings(workers=1, max_queue=8, timeout_s=5))
+    app.state.admission.record(4.0)
+    with TestClient(app) as c:
+        results: list = []
+        threads = _hold(c, 1, results)
+        try:  # it would wait 4 s for the running one, then take 4 s itself: over the 5 s timeout
+            resp = c.post("/v1/analyze", content=encode(".png"), headers={"Content-Type": "image/png"})
+            assert_error(resp, 503, "busy")
+            assert resp.headers["retry-after"] == "4"
+        finally:
+            gate.set()
+            for t in threads:
+                t.join(10)
+
+
+def test_admission_estimate():
+    a = Admission(limit=4, workers=2, floor_s=1)
+    assert a.retry_after() == 1  # nothing measured yet: the floor
+    a.record(3.0)
+    assert a.try_acquire() and a.try_acquire() and a.try_acquire()
+    assert a.retry_after() == 5  # ceil(3 × 3 s ÷ 2)
+    assert not a.try_acquire(budget_s=2.0)  # would start after 3 s
+    a.record(1.0)
+    assert a.mean_s == pytest.approx(3.0 + 0.2 * (1.0 - 3.0))
+    for _ in range(3):
+        a.release()
+    assert a.active == 0 and a.retry_after() == 1
+
+
+def test_body_memory_budget_refuses_with_503():
+    gate = threading.Event()
+    rec = FakeRecognizer(gate=gate)
+    noise = np.random.default_rng(1).integers(0, 255, (17, 17, 3), np.uint8)
+    png = cv2.imencode(".png", noise)[1].tobytes()
+    assert 900 < len(png) < 1000  # base64: ~1270 bytes, two of them over the 2400-byte budget
+    body = {"image": base64.b64encode(png).decode()}
+    settings = ServiceSettings(workers=1, max_queue=4, max_upload_bytes=1000, max_body_memory_bytes=2400)
+    with TestClient(create_app(rec, settings)) as c:
+        results: list = []
+        t = threading.Thread(target=lambda: results.append(c.post("/v1/analyze", json=body)))
+        t.start()
+        try:
+            assert rec.started.wait(10)
+            assert c.app.state.inference.budget.used > 1200  # held while its analysis runs
+            assert_error(c.post("/v1/analyze", json=body), 503, "busy")
+        finally:
+            gate.set()
+            t.join(10)
+        assert results[0].status_code == 200
+        assert c.app.state.inference.budget.used == 0
+        assert c.post("/v1/analyze", json=body).status_code == 200
+
+
+def test_upload_with_exif_orientation_is_analysed_upright():
+    from tests.test_images import jpeg_with_orientation
+
+    wide = np.zeros((48, 96, 3), np.uint8)
+    cv2.rectangle(wide, (10, 10), (40, 30), (0, 200, 255), -1)
+    data = jpeg_with_orientation(wide, 6)  # stored 48 wide × 96 high, shown 96 × 48
+    rec = FakeRecognizer()
+    with make_client(rec) as c:
+        resp = c.post("/v1/analyze", content=data, headers={"Content-Type": "image/jpeg"})
+        assert resp.status_code == 200, resp.text
+        assert (resp.json()["width"], resp.json()["height"]) == (96, 48)
+
+
+def test_motion_photo_upload_is_accepted(fake_client, example_bytes):
+    motion = example_bytes + b"\0\0\0\x18ftypmp42" + bytes(100_000)
+    resp = fake_client.post("/v1/analyze", content=motion, headers={"Content-Type": "image/jpeg"})
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["width"], resp.json()["height"]) == (1280, 720)
+
+
+def test_settings_are_checked_and_the_cli_uses_their_defaults():
+    for bad in ({"body_timeout_s": 0}, {"header_timeout_s": -1}, {"max_connections_per_client": -1},
+                {"max_body_memory_bytes": 10}):
+        with pytest.raises(ConfigError):
+            ServiceSettings(**bad)
+    from ferkit.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    d = ServiceSettings
+    assert (args.queue, args.timeout, args.body_timeout, args.header_timeout, args.max_client_connections) == (
+        d.max_queue, d.timeout_s, d.body_timeout_s, d.header_timeout_s, d.max_connections_per_client)
+    assert args.max_upload_mb * 2**20 == d.max_upload_bytes and args.max_megapixels * 1e6 == d.max_pixels
+
+
+def test_limits_are_published(fake_client):
+    limits = fake_client.get("/v1/models").json()["limits"]
+    assert limits["body_timeout_s"] == ServiceSettings.body_timeout_s
+    assert limits["max_connections_per_client"] == ServiceSettings.max_connections_per_client
