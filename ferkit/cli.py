@@ -3,7 +3,8 @@
 The CLI only parses arguments, calls the library and writes results. Library
 errors (:class:`~ferkit.errors.FerkitError`) become one line on stderr and a
 non-zero exit code, never a traceback. Exit codes: 0 all inputs succeeded,
-1 some inputs failed, 2 usage error, 130 interrupted.
+1 some inputs failed, 2 usage error, 130 interrupted, 141 stdout closed early
+(``ferkit analyze ... --json | head -1``: processing stops quietly, no traceback).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from .errors import FerkitError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: 128 + SIGPIPE: what a shell reports for a program stopped because its output pipe closed (`yes | head -1`).
+EXIT_STDOUT_CLOSED = 141
 
 
 def _err(msg: str) -> None:
@@ -25,6 +28,38 @@ def _err(msg: str) -> None:
 
 class UsageError(Exception):
     """Bad combination of arguments (exit code 2)."""
+
+
+class StdoutClosed(Exception):
+    """Nobody reads stdout any more (``| head -1``): stop quietly with :data:`EXIT_STDOUT_CLOSED`."""
+
+
+def _emit(lines: list[str]) -> None:
+    """Print result lines to stdout at once (flushed, so a pipe sees each image as it is done).
+
+    Raises:
+        StdoutClosed: the reading end of stdout has gone away.
+    """
+    from tqdm import tqdm
+
+    try:
+        for line in lines:
+            tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a closed pipe stays silent."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (e.g. captured in tests)
+        pass
 
 
 # ---------------------------------------------------------------- shared options
@@ -113,12 +148,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             if args.json:
-                tqdm.write(json.dumps(result.to_dict()), file=sys.stdout)
-            else:
-                if not result.faces:
-                    tqdm.write(f"{path}: no faces found", file=sys.stdout)
-                for i, face in enumerate(result.faces, 1):
-                    tqdm.write(face_line(str(path), i, face), file=sys.stdout)
+                _emit([json.dumps(result.to_dict())])
+            else:  # a closed stdout stops the batch here: the results file holds the images before this one
+                _emit([face_line(str(path), i, face) for i, face in enumerate(result.faces, 1)]
+                      or [f"{path}: no faces found"])
             if writer is not None:
                 try:
                     writer.write(result)
@@ -511,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except StdoutClosed:
+        _silence_stdout()
+        return EXIT_STDOUT_CLOSED
     except ValueError as e:  # bad option values surfacing from the library (e.g. unknown schedule)
         _err(str(e))
         return EXIT_USAGE
