@@ -127,11 +127,16 @@ class Admission:
         self._lock = threading.Lock()
 
     def try_acquire(self, budget_s: float | None = None) -> bool:
-        """Take a slot; False when all are taken or when the predicted wait exceeds ``budget_s``."""
+        """Take a slot; False when all are taken, or when the request would queue and its predicted
+        time to an answer (queue ahead ÷ workers + 1 service times) exceeds ``budget_s``.
+
+        A request that finds a free worker is always admitted: the running ones keep the measured
+        mean up to date, so a slow spell can never lock the queue shut.
+        """
         with self._lock:
             if self.active >= self.limit:
                 return False
-            if budget_s is not None and self.mean_s is not None:
+            if budget_s is not None and self.mean_s is not None and self.active >= self.workers:
                 predicted = (self.active // self.workers + 1) * self.mean_s
                 if predicted > budget_s:
                     return False

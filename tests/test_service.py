@@ -609,6 +609,9 @@ def test_admission_estimate():
     for _ in range(3):
         a.release()
     assert a.active == 0 and a.retry_after() == 1
+    a.record(1000.0)  # analyses slower than any budget: a free worker still takes the next request
+    assert a.try_acquire(budget_s=30.0) and a.try_acquire(budget_s=30.0)
+    assert not a.try_acquire(budget_s=30.0)  # but nobody is queued behind them to time out
 
 
 def test_body_memory_budget_refuses_with_503():
