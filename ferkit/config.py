@@ -33,7 +33,7 @@ class TrainConfig:
     erase: float = 0.5  # probability of random erasing per image
     init: str | None = None  # weights of a checkpoint (.pt), shipped model or .onnx; fresh optimiser
     teacher: str | None = None  # distil from this shipped model name or .onnx (soft targets cached once)
-    kd_weight: float = 0.7  # share of the distillation term in the loss; the rest is cross-entropy on labels
+    kd_weight: float = 0.8  # share of the distillation term in the loss; the rest is cross-entropy on labels
     kd_temperature: float = 2.0  # softens teacher and student alike; the KD term is scaled by T²
     kd_views: str = "flip"  # teacher's views: none | flip | tencrop (members in torch) | graph (as shipped)
     teacher_cache: str | None = None  # where the teacher's logits are cached (default: OUT/teacher.npz)
