@@ -20,7 +20,7 @@ from .preprocess import TTA_VIEWS, prepare_batch
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "fernet-e4"  # most accurate shipped model: photos, folders, the service
-REALTIME_MODEL = "fernet-m"  # 21x cheaper per face: the default of `ferkit video` and `ferkit camera`
+REALTIME_MODEL = "fernet-m-q8"  # int8 fernet-m, ~80x cheaper than fernet-e4: `ferkit video` and `ferkit camera`
 
 
 @dataclass
