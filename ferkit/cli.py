@@ -104,19 +104,30 @@ def _add_analyze(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", default="ferkit_results", help="folder for annotated images and the "
                    "results file (default ferkit_results)")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="results file format")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="results file format "
+                   "(parquet: --engine ray)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image to stdout")
     p.add_argument("--no-images", action="store_true", help="do not write annotated images")
     p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
     _add_recognizer_options(p)
+    from .distributed import add_engine_arguments
+
+    add_engine_arguments(p)
     p.set_defaults(func=_cmd_analyze)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # same per-image function on Ray workers, resumable: ferkit/distributed.py
+        from .distributed import analyze_main
+
+        return analyze_main(args)
+    if args.format == "parquet":
+        raise UsageError("--format parquet needs --engine ray")
     from tqdm import tqdm
 
+    from .batch import analyze_input
     from .drawing import draw_analysis
-    from .images import find_images, read_image
+    from .images import find_images
     from .plots import save_png
     from .writers import ResultWriter, annotated_path, face_line
 
@@ -140,8 +151,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     try:
         for path in bar:
             try:
-                image = read_image(path, rec.max_pixels)
-                result = rec.analyze(image, source=str(path))
+                image, result = analyze_input(rec, path)
             except FerkitError as e:
                 bar.clear()
                 _err(str(e))
@@ -338,7 +348,7 @@ def _add_video(sub) -> None:
         "emotion-over-time PNG per track and a summary JSON, and prints the summary. Reads any container and "
         "codec OpenCV's FFmpeg reads. Ctrl-C stops early and still leaves a playable video and a complete "
         "table up to that frame (exit 130); a truncated file is processed up to the damage (exit 1).")
-    p.add_argument("input", metavar="VIDEO", help="video file")
+    p.add_argument("input", metavar="VIDEO", nargs="+", help="video file (several, or folders, with --engine ray)")
     p.add_argument("-o", "--output", metavar="OUT", help="annotated video: .mp4 (mp4v) or .avi (MJPG) "
                    "(default ferkit_results/<name>.annotated.mp4)")
     p.add_argument("--results", metavar="DIR", help="folder for <name>.tracks.csv/.jsonl, <name>.track<ID>.png "
@@ -354,12 +364,22 @@ def _add_video(sub) -> None:
     add_tracking_arguments(p)
     _add_recognizer_options(p, realtime=True)
     use_video_detector(p)
+    from .distributed import add_engine_arguments
+
+    add_engine_arguments(p, batch=False)
     p.set_defaults(func=_cmd_video)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
     from .video import check_outputs, format_summary, open_video, options_from_args, prepare_recognizer, process_video
 
+    if args.engine == "ray":  # one Ray task per video, each running process_video: ferkit/distributed.py
+        from .distributed import video_main
+
+        return video_main(args)
+    if len(args.input) > 1:
+        raise UsageError("one video at a time with the local engine; several videos or a folder need --engine ray")
+    args.input = args.input[0]
     options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
     options.validate()  # ValueError → usage error (exit 2) before any model loads
     open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
