@@ -210,13 +210,7 @@ def _init_state(cfg: TrainConfig, images: np.ndarray | None) -> dict:
     if not p.is_file():
         raise DataError(f"--init {cfg.init}: no such checkpoint")
     ck = torch.load(p, map_location="cpu", weights_only=False)
-    state = ck.get("ema") or ck["model"]
-    probe = create_model(cfg.model, input_size=cfg.input_size)
-    try:
-        probe.load_state_dict(state)
-    except RuntimeError as e:
-        raise ConfigError(f"--init {cfg.init} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
-    return state
+    return ck.get("ema") or ck["model"]
 
 
 def _parent_stages(init: str) -> list[dict]:
@@ -234,7 +228,11 @@ def _build(cfg: TrainConfig, device: torch.device,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, input_size=cfg.input_size)
     if cfg.init:
-        model.load_state_dict(_init_state(cfg, images))
+        try:
+            model.load_state_dict(_init_state(cfg, images))
+        except RuntimeError as e:
+            raise ConfigError(f"--init {cfg.init} does not fit model {cfg.model!r}: "
+                              f"{str(e).splitlines()[0]}") from None
     model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for p in model.parameters():
