@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.classification import EmotionClassifier
-from ferkit.export import count_macs, to_onnx
-from ferkit.models import count_params, create_model, list_models
-from ferkit.preprocess import TTA_VIEWS
+from ferkit.core.classification import EmotionClassifier
+from ferkit.core.preprocess import TTA_VIEWS
+from ferkit.training.export import count_macs, to_onnx
+from ferkit.training.models import count_params, create_model, list_models
 
 
 def faces_per_s(onnx_path: Path, threads: int, batch: int = 64, runs: int = 20) -> float:

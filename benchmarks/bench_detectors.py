@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ferkit.detection import FaceDetector, create_detector, list_detectors  # noqa: E402
+from ferkit.core.detection import FaceDetector, create_detector, list_detectors  # noqa: E402
 from ferkit.errors import ModelError  # noqa: E402
 
 FRAME_SIZES = ((640, 480), (1280, 720))

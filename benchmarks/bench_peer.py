@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from ferkit.machine import cpu_info
+    from ferkit.core.machine import cpu_info
 
     print(f"CPU: {cpu_info()[0]}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,7 @@ def run_once(photos: str, out: Path, model: str, workers: int | None, address: s
     """One CLI run: wall-clock rates, and the CPU seconds it cost (the CLI + every Ray process of the cluster)."""
     import resource
 
-    cmd = [sys.executable, "-m", "ferkit.cli", "analyze", photos, "--no-images", "-o", str(out), "--model", model]
+    cmd = [sys.executable, "-m", "ferkit", "analyze", photos, "--no-images", "-o", str(out), "--model", model]
     if workers:
         cmd += ["--engine", "ray", "--address", address, "--workers", str(workers), "--batch-size", str(batch)]
     samples: list[tuple[float, int]] = []
@@ -122,9 +122,9 @@ def micro(photos: str, sample: Path | None, n_records: int = 100_000, batch: int
     import cv2
     import numpy as np
 
-    from ferkit.batch import ResultStore, batch_id, chunked, part_line
+    from ferkit.apps.batch import ResultStore, batch_id, chunked, part_line
+    from ferkit.core.images import find_images, read_image
     from ferkit.errors import FerkitError
-    from ferkit.images import find_images, read_image
 
     cv2.setNumThreads(1)
     files = []

@@ -1,6 +1,6 @@
 """Video on real moving faces: tracking quality (MOT metrics) and frames/s end to end, with ground truth.
 
-Runs :func:`ferkit.video.process_video` exactly as ``ferkit video IN -o OUT.mp4`` does (decode → detect on
+Runs :func:`ferkit.apps.video.process_video` exactly as ``ferkit video IN -o OUT.mp4`` does (decode → detect on
 schedule / predict → track → classify → draw → encode mp4v → table, plots, summary) on the clips of
 ``benchmarks/clips.py`` (FDDB photos panned, zoomed, sliding in and out, crossing, cut; 640×480 and
 1280×720), then scores what ferkit *reported* (the per-frame table: confirmed tracks only) against the exact
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clips import CLIPS, SIZES, write_clip  # noqa: E402
 
-from ferkit.tracking import iou_matrix  # noqa: E402
-from ferkit.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
+from ferkit.apps.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
+from ferkit.apps.video.tracking import iou_matrix  # noqa: E402
 
 
 def read_reported(table: Path) -> dict[int, list[tuple[int, list[float]]]]:
@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--iou", type=float, default=0.5, help="IoU at which a reported box matches a true one")
     ap.add_argument("--json", default=None, help="also write the per-clip results to this JSON file")
     args = ap.parse_args()
-    from ferkit.recognizer import Recognizer
+    from ferkit.core.recognizer import Recognizer
 
     rec = prepare_recognizer(None)  # what `ferkit video` uses: its default model and detector
     if args.detector is not None:

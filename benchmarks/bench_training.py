@@ -1,6 +1,6 @@
 """Training speed on this CPU: seconds per step and minutes per FER2013 epoch, per architecture and precision.
 
-Times the real training step (`ferkit.training._train_step`: batched augmentation,
+Times the real training step (`ferkit.training.loop._train_step`: batched augmentation,
 forward, loss, backward, SGD) on random uint8 faces (speed does not depend on the
 pixels) and prints the CPU model and the flags that decide bf16, so every figure
 says which machine it holds for. ``--extras`` also measures what else could make a
@@ -20,10 +20,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ferkit.config import TrainConfig
-from ferkit.machine import NATIVE_BF16_FLAGS, cpu_info
-from ferkit.models import list_models
-from ferkit.training import _build, _train_step, augment, choose_precision
+from ferkit.core.machine import NATIVE_BF16_FLAGS, cpu_info
+from ferkit.training.config import TrainConfig
+from ferkit.training.loop import _build, _train_step, augment, choose_precision
+from ferkit.training.models import list_models
 
 FER2013_TRAIN = 28_709
 
@@ -77,10 +77,10 @@ def extras(cfg: TrainConfig, bf16: bool, steps: int) -> None:
 
 def teacher_pass(bf16: bool) -> None:
     """Faces/s of the shipped ensemble as a distillation teacher, per view set (members rebuilt in torch)."""
-    from ferkit.classification import resolve_model
-    from ferkit.export import _Ensemble
-    from ferkit.onnx_weights import members_from_onnx
-    from ferkit.preprocess import normalize
+    from ferkit.core.classification import resolve_model
+    from ferkit.core.preprocess import normalize
+    from ferkit.training.export import _Ensemble
+    from ferkit.training.onnx_weights import members_from_onnx
 
     info = resolve_model("fernet-e4")
     images = np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8)

@@ -3,7 +3,7 @@
 Synthetic: the real-footage benchmark with ground truth and MOT scores is ``benchmarks/bench_real_video.py``.
 Generates a synthetic 640×480 test video — up to four face crops from scikit-image's
 public-domain NASA astronaut portrait (mirrored, rescaled, re-lit) drifting over a
-textured background — then runs :func:`ferkit.video.process_video` on it exactly as
+textured background — then runs :func:`ferkit.apps.video.process_video` on it exactly as
 ``ferkit video`` does (decode → track/detect → classify → draw → write mp4v + table).
 
 Reported: frames/s over the whole run (including decoding and encoding), peak RSS
@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ferkit.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
+from ferkit.apps.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
 
 
 def face_sprites(n: int) -> list[np.ndarray]:
@@ -106,8 +106,8 @@ def peak_rss_mb() -> float:
 
 def run(path: Path, out: Path, options: VideoOptions, detector: str, threads: int, detect_size: int,
         segment: int = 0, model: str | None = None) -> dict:
-    from ferkit.classification import REALTIME_MODEL
-    from ferkit.recognizer import Recognizer
+    from ferkit.core.classification import REALTIME_MODEL
+    from ferkit.core.recognizer import Recognizer
 
     # The same set-up as `ferkit video`.
     rec = prepare_recognizer(Recognizer(model=model or REALTIME_MODEL, detector=detector), threads=threads,
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="folder to keep the generated video and outputs in")
     args = ap.parse_args()
     if args.detector is None:
-        from ferkit.video import default_video_detector
+        from ferkit.apps.video import default_video_detector
 
         args.detector = default_video_detector()
     opts = VideoOptions(detect_every=args.detect_every, classify_every=args.classify_every)

@@ -2,7 +2,7 @@
 
 Runs the detector on up-scaled (and border-padded) FER2013 training images and
 prints the median landmark positions and the median box in 48×48 coordinates.
-These are ferkit.preprocess.FER_TEMPLATE and FER_BOX_FRAME: aligning detected
+These are ferkit.core.preprocess.FER_TEMPLATE and FER_BOX_FRAME: aligning detected
 faces to them makes inference crops look like the training crops. Different
 detectors put their five points in different places (RetinaFace's mouth corners
 sit ~1.4 px higher than MTCNN's), so re-run this when the default detector changes.
@@ -22,9 +22,9 @@ import argparse
 import cv2
 import numpy as np
 
-from ferkit import preprocess
-from ferkit.data import load_faces
-from ferkit.detection import DEFAULT_DETECTOR, FaceDetector, create_detector
+from ferkit.core import preprocess
+from ferkit.core.detection import DEFAULT_DETECTOR, FaceDetector, create_detector
+from ferkit.training.data import load_faces
 
 
 def upscaled(face48: np.ndarray, scale: int) -> tuple[np.ndarray, int]:
@@ -38,7 +38,7 @@ def upscaled(face48: np.ndarray, scale: int) -> tuple[np.ndarray, int]:
 def check_accuracy(det: FaceDetector, model: str, data: str, n: int, scale: int,
                    templates: dict[str, np.ndarray]) -> None:
     """Print the classifier's val accuracy through detection + alignment with each template."""
-    from ferkit.classification import EmotionClassifier
+    from ferkit.core.classification import EmotionClassifier
 
     fs = load_faces(data, "val")
     idx = np.random.default_rng(1).choice(len(fs), min(n, len(fs)), replace=False)

@@ -20,9 +20,9 @@ import argparse
 import cv2
 import numpy as np
 
-from ferkit.classification import DEFAULT_MODEL, EmotionClassifier
-from ferkit.data import load_faces, stratified_split
-from ferkit.quality import sharpness
+from ferkit.core.classification import DEFAULT_MODEL, EmotionClassifier
+from ferkit.core.quality import sharpness
+from ferkit.training.data import load_faces, stratified_split
 
 
 def accuracy(clf: EmotionClassifier, images: np.ndarray, labels: np.ndarray) -> np.ndarray:

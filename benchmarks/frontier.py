@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.classification import EmotionClassifier, resolve_model
-from ferkit.export import calibration_images, count_macs, evaluate_onnx, quantize_static_int8, to_onnx
-from ferkit.machine import cpu_info
-from ferkit.models import count_params
-from ferkit.onnx_weights import members_from_onnx
-from ferkit.preprocess import TTA_VIEWS
-from ferkit.training import load_checkpoint
+from ferkit.core.classification import EmotionClassifier, resolve_model
+from ferkit.core.machine import cpu_info
+from ferkit.core.preprocess import TTA_VIEWS
+from ferkit.training.export import calibration_images, count_macs, evaluate_onnx, quantize_static_int8, to_onnx
+from ferkit.training.loop import load_checkpoint
+from ferkit.training.models import count_params
+from ferkit.training.onnx_weights import members_from_onnx
 
 
 def members_of(candidate: str, calib: np.ndarray) -> tuple[list[torch.nn.Module], list[str]]:

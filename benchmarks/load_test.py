@@ -45,11 +45,11 @@ def _free_port() -> int:
 
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """`python -m ferkit.cli serve` on a free loopback port; returns (process, base URL) once /healthz answers."""
+    """`python -m ferkit serve` on a free loopback port; returns (process, base URL) once /healthz answers."""
     import httpx
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--workers", str(args.workers),
+    cmd = [sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--workers", str(args.workers),
            "--queue", str(args.queue), "--threads", str(args.threads), "--log-level", "warning"]
     if args.detector:
         cmd += ["--detector", args.detector]
@@ -204,9 +204,9 @@ def sharing_benchmark(data: bytes, workers: int, n: int, detector: str | None) -
     from concurrent.futures import ThreadPoolExecutor
 
     sys.path.insert(0, str(ROOT))
-    from ferkit.detection import DEFAULT_DETECTOR, create_detector
-    from ferkit.images import decode_image
-    from ferkit.recognizer import Recognizer
+    from ferkit.core.detection import DEFAULT_DETECTOR, create_detector
+    from ferkit.core.images import decode_image
+    from ferkit.core.recognizer import Recognizer
 
     name = detector or DEFAULT_DETECTOR
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from skimage import data
 
-    from ferkit.detection import create_detector, list_detectors
+    from ferkit.core.detection import create_detector, list_detectors
     from ferkit.errors import FerkitError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import DataError, FerkitError, ImageError, InputError, ModelError, OutputError, VideoError
-from .labels import EMOTIONS
+from ferkit.core.labels import EMOTIONS
+from ferkit.errors import DataError, FerkitError, ImageError, InputError, ModelError, OutputError, VideoError
 
 __version__ = "0.1.0"
 
@@ -34,10 +34,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .drawing import draw_analysis
-    from .quality import QualityGate
-    from .recognizer import Recognizer
-    from .results import Analysis, Face, Quality
+    from ferkit.core.drawing import draw_analysis
+    from ferkit.core.quality import QualityGate
+    from ferkit.core.recognizer import Recognizer
+    from ferkit.core.results import Analysis, Face, Quality
 
 
 def __getattr__(name: str):
@@ -46,5 +46,5 @@ def __getattr__(name: str):
         import importlib
 
         mod, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+        return getattr(importlib.import_module(f"ferkit.core.{mod}"), attr)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

@@ -55,7 +55,7 @@ SHIP = tuple(n for n in ZOO if n.startswith("fernet"))  # weights small enough t
 
 def pack(data: Path, out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ferkit.data import load_faces
+    from ferkit.training.data import load_faces
 
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
@@ -68,7 +68,7 @@ def pack(data: Path, out: Path) -> None:
 def write_csv(src: Path, csv_path: Path) -> None:
     """Arrays → ``fer2013.csv`` (Training + PublicTest rows, original emotion ids)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ferkit.labels import CSV_IDS, EMOTIONS
+    from ferkit.core.labels import CSV_IDS, EMOTIONS
 
     to_csv_id = {EMOTIONS.index(name): i for i, name in CSV_IDS.items()}
     with open(csv_path, "w") as fh:
@@ -96,7 +96,7 @@ def run(src: Path, out: Path, budget: float, work: Path, only: list[str] | None 
         flags = ZOO[name]
         # a warm machine keeps /tmp between calls: never ship (or resume) a previous call's run
         shutil.rmtree(work / name, ignore_errors=True)
-        cmd = [sys.executable, "-m", "ferkit.cli", "train", "--data", str(csv_path), "--out", str(work / name),
+        cmd = [sys.executable, "-m", "ferkit", "train", "--data", str(csv_path), "--out", str(work / name),
                "--time-budget", str(budget - (time.time() - t0)), *flags]
         log = open(work / f"{name}.log", "w")
         log.write(" ".join(cmd) + "\n")

@@ -1,6 +1,6 @@
 """Ship a static-int8 (QDQ) copy of a shipped single-model classifier, with its own sidecar and model card.
 
-The shipped file's members are rebuilt in PyTorch (`ferkit.onnx_weights`), exported
+The shipped file's members are rebuilt in PyTorch (`ferkit.training.onnx_weights`), exported
 again with the given test-time views, quantized by onnxruntime (per-channel int8
 weights, uint8 activations) calibrated on 512 FER2013 *training* faces, scored on
 val through the runtime the Recognizer uses, and written as ``ferkit/weights/NAME.onnx``.
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.classification import WEIGHTS_DIR, EmotionClassifier, resolve_model
-from ferkit.export import calibration_images, evaluate_onnx, model_card, quantize_static_int8, to_onnx
-from ferkit.onnx_weights import members_from_onnx
-from ferkit.preprocess import normalize
+from ferkit.core.classification import WEIGHTS_DIR, EmotionClassifier, resolve_model
+from ferkit.core.preprocess import normalize
+from ferkit.training.export import calibration_images, evaluate_onnx, model_card, quantize_static_int8, to_onnx
+from ferkit.training.onnx_weights import members_from_onnx
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit.labels import CSV_IDS, EMOTIONS, PREFIXES
+from ferkit.core.labels import CSV_IDS, EMOTIONS, PREFIXES
 
 
 def synthetic_faces(n_per_class: int = 6, size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

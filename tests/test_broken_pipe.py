@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from ferkit.cli import EXIT_STDOUT_CLOSED, main
+from ferkit.apps.cli import EXIT_STDOUT_CLOSED, main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "astronauts.jpg"
@@ -31,7 +31,7 @@ def photos(tmp_path: Path) -> list[str]:
 def test_closed_stdout_stops_quietly(photos: list[str], tmp_path: Path):
     out = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "analyze", *photos, "--json", "--model", "fernet-m",
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "analyze", *photos, "--json", "--model", "fernet-m",
                              "--no-images", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = proc.stdout.readline()  # what `head -1` reads before it exits
     proc.stdout.close()

@@ -58,8 +58,8 @@ def server_url():
     assert _missing is None, f"browser test cannot run in CI: {_missing}"
     import uvicorn
 
-    from ferkit.recognizer import Recognizer
-    from ferkit.service import ServiceSettings, create_app
+    from ferkit.apps.service.app import ServiceSettings, create_app
+    from ferkit.core.recognizer import Recognizer
 
     port = _free_port()
     app = create_app(Recognizer(), ServiceSettings(workers=2))

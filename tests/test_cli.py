@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ferkit.cli import main
+from ferkit.apps.cli import main
 
 from .conftest import EXAMPLE
 
@@ -98,8 +98,8 @@ def test_models_marks_detectors_not_installed(capsys, monkeypatch):
 
 
 def test_video_and_camera_default_to_the_realtime_model():
-    from ferkit.classification import DEFAULT_MODEL, REALTIME_MODEL, resolve_model
-    from ferkit.cli import build_parser
+    from ferkit.apps.cli import build_parser
+    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, resolve_model
 
     p = build_parser()
     assert p.parse_args(["analyze", "x.jpg"]).model == DEFAULT_MODEL

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferkit.data import detect_layout, load_faces, stratified_split
+from ferkit.core.labels import EMOTIONS, PREFIXES
 from ferkit.errors import DataError
-from ferkit.labels import EMOTIONS, PREFIXES
+from ferkit.training.data import detect_layout, load_faces, stratified_split
 
 
 def test_class_folders_layout(class_folders: Path, faces_arrays):
@@ -78,7 +78,7 @@ def test_empty_and_missing(tmp_path: Path):
 
 def test_cache_is_reused_and_invalidated(class_folders: Path, monkeypatch):
     a = load_faces(class_folders, "val", progress=False)
-    import ferkit.data as data
+    import ferkit.training.data as data
 
     monkeypatch.setattr(data, "_load_files", lambda *a, **k: pytest.fail("decoded again despite cache"))
     b = load_faces(class_folders, "val", progress=False)

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-import ferkit.detection.mtcnn as mtcnn_module
-from ferkit.detection import (
+import ferkit.core.detection.mtcnn as mtcnn_module
+from ferkit.core.detection import (
     DEFAULT_DETECTOR,
     Detection,
     FaceDetector,
@@ -29,7 +29,7 @@ from ferkit.detection import (
     list_detectors,
     nms,
 )
-from ferkit.detection.retinaface import decode, priors
+from ferkit.core.detection.retinaface import decode, priors
 from ferkit.errors import InputError, ModelError
 
 # Face of the astronaut (512×512): cheeks 180-265, hairline ~70 to chin ~175, set by eye

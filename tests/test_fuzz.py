@@ -2,7 +2,7 @@
 
 Properties, for every generated input:
 
-- decoders (:func:`ferkit.images.decode_image`, :func:`~ferkit.images.as_bgr`): an upright BGR uint8
+- decoders (:func:`ferkit.core.images.decode_image`, :func:`~ferkit.core.images.as_bgr`): an upright BGR uint8
   image within the pixel cap, or an :class:`~ferkit.errors.ImageError` — never another exception;
   a header that claims a huge image is refused with little memory allocated (tracemalloc);
 - the HTTP app (FastAPI test client, real decoding, fake recognizer): a 2xx or a 4xx with the JSON error
@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 from PIL import Image
 
+from ferkit.core.images import as_bgr, decode_image
 from ferkit.errors import ImageError, ImageTooLargeError
-from ferkit.images import as_bgr, decode_image
 
 SCALE = float(os.environ.get("FERKIT_FUZZ_SCALE", "1"))
 CAP = 2_000_000  # pixel cap used while fuzzing: a mutated header may claim up to this much
@@ -351,7 +351,7 @@ with warnings.catch_warnings():
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from ferkit.service import ServiceSettings, create_app  # noqa: E402
+from ferkit.apps.service.app import ServiceSettings, create_app  # noqa: E402
 from tests.test_service import FakeRecognizer  # noqa: E402
 
 

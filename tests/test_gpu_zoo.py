@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data import load_faces
+from ferkit.training.data import load_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_pack_and_csv_roundtrip_is_lossless(class_folders: Path, tmp_path: Path)
 
 
 def test_every_zoo_run_names_a_registry_model():
-    from ferkit.models import list_models
+    from ferkit.training.models import list_models
 
     zoo = _zoo()
     for name, flags in zoo.ZOO.items():

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ferkit.errors import ImageError, ImageTooLargeError
-from ferkit.images import (
+from ferkit.core.images import (
     apply_orientation,
     as_bgr,
     decode_image,
@@ -19,6 +18,7 @@ from ferkit.images import (
     probe_image,
     read_image,
 )
+from ferkit.errors import ImageError, ImageTooLargeError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronauts.jpg"
 

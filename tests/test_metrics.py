@@ -1,6 +1,6 @@
 import numpy as np
 
-from ferkit.metrics import confusion_matrix, expected_calibration_error, fit_temperature, softmax, summarize
+from ferkit.training.metrics import confusion_matrix, expected_calibration_error, fit_temperature, softmax, summarize
 
 NAMES = ("a", "b", "c")
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ferkit.models import count_params, create_model, list_models
+from ferkit.training.models import count_params, create_model, list_models
 
 
 @pytest.mark.parametrize("name", list_models())

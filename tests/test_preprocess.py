@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import torch
 
-from ferkit.preprocess import FER_TEMPLATE, crop_face, normalize, prepare_batch, similarity_transform
+from ferkit.core.preprocess import FER_TEMPLATE, crop_face, normalize, prepare_batch, similarity_transform
 
 
 def test_normalize_is_shared_between_numpy_and_torch():

@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 
-from ferkit.detection import Detection
-from ferkit.quality import QualityGate, estimate_yaw, sharpness
+from ferkit.core.detection import Detection
+from ferkit.core.quality import QualityGate, estimate_yaw, sharpness
 
 FRONTAL = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)
 

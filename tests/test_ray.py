@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit.cli import main
-from ferkit.distributed import PhotoWorker
+from ferkit.apps.cli import main
+from ferkit.apps.distributed import PhotoWorker
 
 from . import ray_cluster
 from .conftest import EXAMPLE
@@ -75,7 +75,7 @@ def photos(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- the result store (no Ray needed)
 
 def test_store_commits_atomically_and_merges_each_input_once_in_input_order(tmp_path):
-    from ferkit.batch import ResultStore, batch_id, error_record, is_error_record, part_line
+    from ferkit.apps.batch import ResultStore, batch_id, error_record, is_error_record, part_line
     from ferkit.errors import OutputError
 
     keys = [f"/in/{i}.jpg" for i in range(6)]
@@ -103,8 +103,8 @@ def test_store_commits_atomically_and_merges_each_input_once_in_input_order(tmp_
 
 def test_parquet_holds_the_json_lines_records(tmp_path, astronaut):
     pytest.importorskip("pyarrow")
-    from ferkit.batch import error_record, read_parquet_records, write_parquet
-    from ferkit.recognizer import Recognizer
+    from ferkit.apps.batch import error_record, read_parquet_records, write_parquet
+    from ferkit.core.recognizer import Recognizer
 
     result = Recognizer(model="fernet-m").analyze(astronaut, source="a.jpg")
     assert result.faces
@@ -162,7 +162,7 @@ def test_ray_engine_gives_the_local_records_images_and_errors(cluster, photos, t
     code, _, err = cli(["analyze", photos, *FAST, "-o", tmp_path / "ray", "--engine", "ray", "--address", address,
                         "--format", "parquet"], capsys)
     assert code == 1 and "0 analysed now" in err and "13 done before" in err
-    from ferkit.batch import read_parquet_records
+    from ferkit.apps.batch import read_parquet_records
 
     parquet = read_parquet_records(tmp_path / "ray" / "results.parquet")
     for r in parquet:
@@ -200,7 +200,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, photos, tmp_path):
     if temp_dir is None:
         pytest.skip("FERKIT_RAY_TEMP_DIR not set: cannot tell this cluster's worker processes from others")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ferkit.cli", "analyze", str(photos), "--no-images", "-o", str(out),
+    cmd = [sys.executable, "-m", "ferkit", "analyze", str(photos), "--no-images", "-o", str(out),
            "--engine", "ray", "--address", address, "--batch-size", "1"]  # default model: ~1 s per photo here
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -228,7 +228,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, photos, tmp_path):
 
 
 def test_rerun_finishes_only_the_rest(cluster, photos, tmp_path):
-    from ferkit.distributed import analyze_photos
+    from ferkit.apps.distributed import analyze_photos
 
     address, _ = cluster
     first = [photos / f"p{i:02d}.jpg" for i in range(4)]
@@ -257,9 +257,9 @@ def test_input_that_kills_its_worker_gets_an_error_record_and_the_rest_finish(cl
     import ray
     import ray.cloudpickle
 
-    from ferkit import distributed
-    from ferkit.batch import ResultStore, list_inputs
-    from ferkit.detection import DEFAULT_DETECTOR
+    from ferkit.apps import distributed
+    from ferkit.apps.batch import ResultStore, list_inputs
+    from ferkit.core.detection import DEFAULT_DETECTOR
 
     address, _ = cluster
     folder = tmp_path / "in"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from ferkit import EMOTIONS, Recognizer
-from ferkit.detection import Detection
+from ferkit.core.detection import Detection
+from ferkit.core.quality import QualityGate
 from ferkit.errors import ImageError, ModelError
-from ferkit.quality import QualityGate
 
 from .conftest import ASTRONAUT_FACE, EXAMPLE
 
@@ -80,7 +80,7 @@ def test_batched_classification_matches_single(rec, astronaut):
 
 def test_shipped_models_classify_in_bounded_chunks(astronaut):
     """Large batches are split so a ten-crop model's memory stays bounded; the split changes nothing."""
-    from ferkit.classification import DEFAULT_MODEL, REALTIME_MODEL, EmotionClassifier
+    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, EmotionClassifier
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (7, 48, 48), dtype=np.uint8)

@@ -30,18 +30,18 @@ with warnings.catch_warnings():  # Starlette ≥ 1.x nags about httpx vs httpx2;
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from ferkit.detection import DEFAULT_DETECTOR  # noqa: E402
-from ferkit.errors import ConfigError  # noqa: E402
-from ferkit.limits import Admission  # noqa: E402
-from ferkit.recognizer import Recognizer  # noqa: E402
-from ferkit.results import Analysis, Face, Quality  # noqa: E402
-from ferkit.service import (  # noqa: E402
+from ferkit.apps.service.app import (  # noqa: E402
     ServiceSettings,
     check_bind,
     create_app,
     is_loopback,
     sniff_format,
 )
+from ferkit.apps.service.limits import Admission  # noqa: E402
+from ferkit.core.detection import DEFAULT_DETECTOR  # noqa: E402
+from ferkit.core.recognizer import Recognizer  # noqa: E402
+from ferkit.core.results import Analysis, Face, Quality  # noqa: E402
+from ferkit.errors import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -491,7 +491,7 @@ def test_sniff_and_loopback_helpers():
 
 
 def test_cli_refuses_public_host_without_key(capsys, monkeypatch):
-    from ferkit.cli import main
+    from ferkit.apps.cli import main
 
     monkeypatch.delenv("FERKIT_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0"]) == 1
@@ -511,7 +511,7 @@ def test_cli_serve_end_to_end(example_bytes, tmp_path):
 
     port = _free_port()
     env = {**os.environ, "FERKIT_API_KEY": "test-key-abcdefghijklmnop", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--workers", "2",
                              "--log-level", "warning"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -663,7 +663,7 @@ def test_settings_are_checked_and_the_cli_uses_their_defaults():
                 {"max_body_memory_bytes": 10}):
         with pytest.raises(ConfigError):
             ServiceSettings(**bad)
-    from ferkit.cli import build_parser
+    from ferkit.apps.cli import build_parser
 
     args = build_parser().parse_args(["serve"])
     d = ServiceSettings

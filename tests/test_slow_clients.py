@@ -1,6 +1,6 @@
 """Slow and abusive clients against a real uvicorn server on loopback, with real sockets.
 
-The server runs in a thread with :func:`ferkit.netguard.uvicorn_config` (what ``ferkit serve`` uses) and
+The server runs in a thread with :func:`ferkit.apps.service.netguard.uvicorn_config` (what ``ferkit serve`` uses) and
 the fake recognizer of ``test_service.py``. Clients that stall come from their own loopback addresses
 (127.0.0.2, ...; Linux routes all of 127.0.0.0/8 to ``lo``) where the per-client cap must not be what
 keeps the normal request working. Waits are bounded by socket and HTTP timeouts (hang guards), never
@@ -23,8 +23,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from ferkit.limits import ServiceSettings  # noqa: E402
-from ferkit.service import create_app  # noqa: E402
+from ferkit.apps.service.app import create_app  # noqa: E402
+from ferkit.apps.service.limits import ServiceSettings  # noqa: E402
 from tests.test_service import FakeRecognizer, encode  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -39,7 +39,7 @@ def live_server(recognizer=None, **settings) -> Iterator[tuple[int, object]]:
     """A real uvicorn server (port, app) on 127.0.0.1 with every limit of ``settings``."""
     import uvicorn
 
-    from ferkit.netguard import uvicorn_config
+    from ferkit.apps.service.netguard import uvicorn_config
 
     s = ServiceSettings(**settings)
     app = create_app(recognizer or FakeRecognizer(), s)

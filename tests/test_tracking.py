@@ -7,8 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ferkit.detection import Detection
-from ferkit.tracking import (
+from ferkit.apps.video.tracking import (
     DetectionSchedule,
     EmaSmoother,
     FaceTracker,
@@ -18,6 +17,7 @@ from ferkit.tracking import (
     linear_assignment,
     make_smoother,
 )
+from ferkit.core.detection import Detection
 
 # ---------------------------------------------------------------------------- geometry and assignment
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ferkit.config import TrainConfig
 from ferkit.errors import ModelError
-from ferkit.training import augment, load_checkpoint, train
+from ferkit.training.config import TrainConfig
+from ferkit.training.loop import augment, load_checkpoint, train
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -69,7 +69,7 @@ def test_time_budget_picks_epochs_and_records_a_plain_run(class_folders: Path, t
 
 
 def test_ema_tracks_the_model_and_copies_counters():
-    from ferkit.training import EMA
+    from ferkit.training.loop import EMA
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     ema = EMA(model, decay=0.5)
@@ -113,7 +113,7 @@ def test_augment_keeps_shape_and_is_seeded():
     torch.testing.assert_close(a, b)
     # with every augmentation off it is exactly the shared normalisation
     off = TrainConfig(rotate=0, scale=0, shift=0, brightness=0, contrast=0, erase=0)
-    from ferkit.preprocess import normalize
+    from ferkit.core.preprocess import normalize
 
     g = torch.Generator().manual_seed(0)
     out = augment(x, off, g)
@@ -124,9 +124,9 @@ def test_augment_keeps_shape_and_is_seeded():
 
 
 def test_export_roundtrip_and_evaluate(class_folders: Path, tmp_path: Path):
-    from ferkit.classification import EmotionClassifier
-    from ferkit.evaluation import evaluate
-    from ferkit.export import export_onnx
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.training.evaluation import evaluate
+    from ferkit.training.export import export_onnx
 
     cfg = tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=3)
     train(cfg, progress=False)
@@ -157,8 +157,8 @@ def test_export_roundtrip_and_evaluate(class_folders: Path, tmp_path: Path):
 
 
 def test_fp16_weight_export_halves_the_file_and_keeps_the_logits(class_folders: Path, tmp_path: Path):
-    from ferkit.classification import EmotionClassifier
-    from ferkit.export import export_onnx
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.training.export import export_onnx
 
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2), progress=False)
     ck = tmp_path / "run" / "best.pt"
@@ -175,8 +175,8 @@ def test_fp16_weight_export_halves_the_file_and_keeps_the_logits(class_folders: 
 
 
 def test_int8_weight_export_quarters_the_file_and_keeps_the_predictions(class_folders: Path, tmp_path: Path):
-    from ferkit.classification import EmotionClassifier
-    from ferkit.export import export_onnx
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.training.export import export_onnx
 
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, model="fernet_m"), progress=False)
     ck = tmp_path / "run" / "best.pt"
@@ -196,7 +196,7 @@ def test_int8_weight_export_quarters_the_file_and_keeps_the_predictions(class_fo
 def test_init_fine_tunes_from_a_checkpoint_and_keeps_its_lineage(class_folders: Path, tmp_path: Path):
     from dataclasses import asdict
 
-    from ferkit.export import model_card, train_command
+    from ferkit.training.export import model_card, train_command
 
     train(tiny_cfg(class_folders, tmp_path / "a", epochs=1, max_steps=3), progress=False)
     parent = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
@@ -232,15 +232,15 @@ def test_init_with_another_architecture_is_refused(class_folders: Path, tmp_path
 def test_train_command_lists_only_what_differs():
     from dataclasses import asdict
 
-    from ferkit.export import train_command
+    from ferkit.training.export import train_command
 
     cmd = train_command(asdict(TrainConfig(seed=3, bf16=False, resume=True, threads=2)))
     assert cmd == "ferkit train --data ../shared/fer2013 --model fernet_m --epochs 40 --seed 3 --no-bf16"
 
 
 def test_ensemble_averages_member_probabilities_over_both_views():
-    from ferkit.export import _Ensemble
-    from ferkit.models import create_model
+    from ferkit.training.export import _Ensemble
+    from ferkit.training.models import create_model
 
     torch.manual_seed(0)
     a, b = create_model("fernet_s").eval(), create_model("fernet_s").eval()
@@ -257,11 +257,11 @@ def test_ensemble_averages_member_probabilities_over_both_views():
 
 def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     """The ten views baked into an exported graph are the ones `ferkit evaluate --tta tencrop` makes."""
-    from ferkit.evaluation import tta_views as eval_views
-    from ferkit.export import _Ensemble, to_onnx
-    from ferkit.export import tta_views as graph_views
-    from ferkit.models import create_model
-    from ferkit.preprocess import prepare_batch
+    from ferkit.core.preprocess import prepare_batch
+    from ferkit.training.evaluation import tta_views as eval_views
+    from ferkit.training.export import _Ensemble, to_onnx
+    from ferkit.training.export import tta_views as graph_views
+    from ferkit.training.models import create_model
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
@@ -297,21 +297,21 @@ def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     (set(), "cpu", False),  # flags unknown (not Linux): the safe choice
 ])
 def test_precision_follows_what_the_cpu_does_natively(flags, device, expected):
-    from ferkit.training import choose_precision
+    from ferkit.training.loop import choose_precision
 
     use, why = choose_precision(torch.device(device), None, flags)
     assert use is expected and why.startswith("bf16" if expected else "fp32")
 
 
 def test_precision_flag_forces_either_way():
-    from ferkit.training import choose_precision
+    from ferkit.training.loop import choose_precision
 
     assert choose_precision(torch.device("cpu"), True, {"avx2"}) == (True, "bf16 forced by --bf16")
     assert choose_precision(torch.device("cpu"), False, {"avx512_bf16"}) == (False, "fp32 forced by --no-bf16")
 
 
 def test_auto_precision_is_recorded_as_what_ran(class_folders: Path, tmp_path: Path, monkeypatch):
-    import ferkit.training as training
+    import ferkit.training.loop as training
 
     monkeypatch.setattr(training, "cpu_info", lambda: ("Test CPU", {"avx2"}))
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, bf16=None), progress=False)
@@ -322,7 +322,7 @@ def test_auto_precision_is_recorded_as_what_ran(class_folders: Path, tmp_path: P
 
 
 def _tiny_export(class_folders: Path, tmp_path: Path, **kw) -> Path:
-    from ferkit.export import export_onnx
+    from ferkit.training.export import export_onnx
 
     train(tiny_cfg(class_folders, tmp_path / "teacher_run", epochs=1, max_steps=3), progress=False)
     path = tmp_path / "teacher.onnx"
@@ -332,10 +332,10 @@ def _tiny_export(class_folders: Path, tmp_path: Path, **kw) -> Path:
 
 @pytest.mark.parametrize("weights", ["float", "int8"])
 def test_members_rebuilt_from_onnx_compute_what_the_graph_does(class_folders: Path, tmp_path: Path, weights):
-    from ferkit.classification import EmotionClassifier
-    from ferkit.export import _Ensemble
-    from ferkit.onnx_weights import members_from_onnx
-    from ferkit.preprocess import normalize
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.core.preprocess import normalize
+    from ferkit.training.export import _Ensemble
+    from ferkit.training.onnx_weights import members_from_onnx
 
     path = _tiny_export(class_folders, tmp_path, int8_weights=weights == "int8")
     images = np.random.default_rng(1).integers(0, 255, (20, 48, 48), dtype=np.uint8)
@@ -357,7 +357,7 @@ def test_members_rebuilt_from_onnx_compute_what_the_graph_does(class_folders: Pa
 
 
 def test_rebuilding_with_the_wrong_architecture_is_refused(class_folders: Path, tmp_path: Path):
-    from ferkit.onnx_weights import members_from_onnx
+    from ferkit.training.onnx_weights import members_from_onnx
 
     path = _tiny_export(class_folders, tmp_path)
     with pytest.raises(ModelError):
@@ -366,7 +366,7 @@ def test_rebuilding_with_the_wrong_architecture_is_refused(class_folders: Path, 
 
 def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: Path, tmp_path: Path,
                                                                   monkeypatch):
-    import ferkit.distill as distill
+    import ferkit.training.distill as distill
 
     teacher = _tiny_export(class_folders, tmp_path)
     cfg = tiny_cfg(class_folders, tmp_path / "student", epochs=1, max_steps=3, teacher=str(teacher),
@@ -380,8 +380,8 @@ def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: 
     assert ck["teacher"]["teacher_sha256"] == prov["teacher_sha256"]
     assert ck["config"]["teacher"] == str(teacher) and ck["config"]["kd_weight"] == 0.5
     # the cache's logits are the teacher's own (same views as the graph: flip)
-    from ferkit.data import load_faces
-    from ferkit.evaluation import predict_logits
+    from ferkit.training.data import load_faces
+    from ferkit.training.evaluation import predict_logits
 
     train_images = load_faces(class_folders, "train").images
     np.testing.assert_allclose(logits, predict_logits(teacher, train_images), atol=1e-3)
@@ -400,7 +400,7 @@ def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: 
 
 
 def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():
-    from ferkit.training import _kd_loss
+    from ferkit.training.loop import _kd_loss
 
     t = torch.tensor([[2.0, 0.0, -1.0, 0.5, 0.0, 0.0, 1.0]])
     assert float(_kd_loss(t.clone(), t, 2.0)) == pytest.approx(0.0, abs=1e-6)
@@ -408,8 +408,8 @@ def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():
 
 
 def test_init_from_a_single_model_onnx_export(class_folders: Path, tmp_path: Path):
-    from ferkit.classification import EmotionClassifier
-    from ferkit.evaluation import predict_logits
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.training.evaluation import predict_logits
 
     teacher = _tiny_export(class_folders, tmp_path)
     cfg = tiny_cfg(class_folders, tmp_path / "ft", epochs=1, max_steps=1, init=str(teacher), lr=0.0, ema=0,
@@ -417,7 +417,7 @@ def test_init_from_a_single_model_onnx_export(class_folders: Path, tmp_path: Pat
     train(cfg, progress=False)
     model, _ = load_checkpoint(tmp_path / "ft" / "best.pt")
     images = np.random.default_rng(2).integers(0, 255, (5, 48, 48), dtype=np.uint8)
-    from ferkit.preprocess import normalize
+    from ferkit.core.preprocess import normalize
 
     x = torch.from_numpy(normalize(images[:, None].astype(np.float32)))
     with torch.no_grad():

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit.cli import main
-from ferkit.detection import Detection, FaceDetector
+from ferkit.apps.cli import main
+from ferkit.apps.video import TABLE_COLUMNS, FrameAnalyzer, VideoOptions, _Series, process_video
+from ferkit.core.detection import Detection, FaceDetector
+from ferkit.core.labels import EMOTIONS
 from ferkit.errors import OutputError, VideoError
-from ferkit.labels import EMOTIONS
-from ferkit.video import TABLE_COLUMNS, FrameAnalyzer, VideoOptions, _Series, process_video
 
 from .conftest import ASTRONAUT_FACE
 
@@ -86,7 +86,7 @@ def clip(tmp_path_factory, face) -> Path:
 
 @pytest.fixture(scope="module")
 def rec():
-    from ferkit.recognizer import Recognizer
+    from ferkit.core.recognizer import Recognizer
 
     return Recognizer(detector=BlobDetector(), threads=1)
 
@@ -310,7 +310,7 @@ def test_sigint_to_a_running_cli_finalises_outputs(tmp_path, face):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     # A shell without job control starts background jobs with SIGINT ignored, and Python then never installs
     # its Ctrl-C handler; give the child the default disposition so the test does not depend on how it was run.
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "video", str(long_clip), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "video", str(long_clip), "-o", str(out),
                              "--no-progress"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -423,7 +423,7 @@ def portrait_clip(tmp_path_factory, astronaut) -> Path:
 
 
 def test_cli_video_with_default_detector(tmp_path, portrait_clip, capsys):
-    from ferkit.detection import DEFAULT_DETECTOR
+    from ferkit.core.detection import DEFAULT_DETECTOR
 
     out = tmp_path / "annotated.mp4"
     code, stdout, err = run_cli(["video", str(portrait_clip), "-o", str(out), "--no-progress", "--detector",
@@ -472,7 +472,7 @@ def test_camera_headless_prints_json_lines(portrait_clip, capsys):
 def test_camera_without_window_is_one_error_line(portrait_clip, capsys, monkeypatch):
     # Headless OpenCV (what ferkit installs) or no display: one line naming the alternatives, no traceback,
     # no JSON stream nobody asked for. --headless still works (test above).
-    import ferkit.video as video
+    import ferkit.apps.video as video
 
     monkeypatch.setattr(video.cv2, "getBuildInformation", lambda: "  GUI:                           NONE\n")
     code, stdout, err = run_cli(["camera", "--device", str(portrait_clip), "--max-frames", "2"], capsys)

@@ -1,0 +1,67 @@
+"""Command line: ``ferkit analyze | video | camera | serve | train | evaluate | export | models``.
+
+The CLI only parses arguments, calls the library and writes results. Library
+errors (:class:`~ferkit.errors.FerkitError`) become one line on stderr and a
+non-zero exit code, never a traceback. Exit codes: 0 all inputs succeeded,
+1 some inputs failed, 2 usage error, 130 interrupted, 141 stdout closed early
+(``ferkit analyze ... --json | head -1``: processing stops quietly, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from ferkit.apps.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_STDOUT_CLOSED,
+    EXIT_USAGE,
+    StdoutClosed,
+    UsageError,
+    build_recognizer,
+    err,
+    silence_stdout,
+)
+from ferkit.errors import FerkitError
+
+#: Modules of this package that each register a group of subcommands (``add_parsers(sub)``), in help order.
+COMMAND_GROUPS = ("analyze", "video", "serve", "training")
+__all__ = ["main", "build_parser", "build_recognizer", "UsageError", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE",
+           "EXIT_INTERRUPTED", "EXIT_STDOUT_CLOSED"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ferkit import __version__
+
+    parser = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition toolkit.")
+    parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f"ferkit.apps.cli.{group}").add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used as the process exit status)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        err(str(e))
+        return EXIT_USAGE
+    except FerkitError as e:
+        err(str(e))
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+    except StdoutClosed:
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED
+    except ValueError as e:  # bad option values surfacing from the library (e.g. unknown schedule)
+        err(str(e))
+        return EXIT_USAGE

@@ -1,0 +1,145 @@
+"""``ferkit analyze`` (photos, folders, archives) and ``ferkit models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ferkit.apps.cli.common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    UsageError,
+    add_pipeline_options,
+    build_recognizer,
+    emit,
+    err,
+)
+from ferkit.errors import FerkitError
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="find faces and label emotions in photos",
+                       description="Analyse image files, folders (recursive) or glob patterns.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", default="ferkit_results", help="folder for annotated images and the "
+                   "results file (default ferkit_results)")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="results file format "
+                   "(parquet: --engine ray)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image to stdout")
+    p.add_argument("--no-images", action="store_true", help="do not write annotated images")
+    p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
+    add_pipeline_options(p)
+    from ferkit.apps.distributed import add_engine_arguments
+
+    add_engine_arguments(p)
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # same per-image function on Ray workers, resumable: ferkit/apps/distributed.py
+        from ferkit.apps.distributed import analyze_main
+
+        return analyze_main(args)
+    if args.format == "parquet":
+        raise UsageError("--format parquet needs --engine ray")
+    from tqdm import tqdm
+
+    from ferkit.apps.batch import analyze_input
+    from ferkit.core.drawing import draw_analysis
+    from ferkit.core.images import find_images
+    from ferkit.core.plots import save_png
+    from ferkit.core.writers import ResultWriter, annotated_path, face_line
+
+    files, errors = find_images(args.paths)
+    for e in errors:
+        err(e)
+    if not files:
+        err("nothing to analyse")
+        return EXIT_SOME_FAILED
+    failed = len(errors)
+    out_dir = Path(args.output)
+    writer = None
+    try:
+        writer = ResultWriter(out_dir, args.format)
+    except FerkitError as e:
+        err(f"{e}; results will only be printed")
+        failed += 1
+    rec = build_recognizer(args)
+    used: set[str] = set()
+    bar = tqdm(files, desc="analysing", unit="img", disable=len(files) < 2 or None, file=sys.stderr)
+    try:
+        for path in bar:
+            try:
+                image, result = analyze_input(rec, path)
+            except FerkitError as e:
+                bar.clear()
+                err(str(e))
+                failed += 1
+                continue
+            if args.json:
+                emit([json.dumps(result.to_dict())])
+            else:  # a closed stdout stops the batch here: the results file holds the images before this one
+                emit([face_line(str(path), i, face) for i, face in enumerate(result.faces, 1)]
+                      or [f"{path}: no faces found"])
+            if writer is not None:
+                try:
+                    writer.write(result)
+                    if not args.no_images:
+                        save_png(annotated_path(out_dir, path, used), draw_analysis(image, result, bars=args.bars))
+                except FerkitError as e:
+                    err(str(e))
+                    failed += 1
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if writer is not None and not args.json:
+        print(f"results: {writer.path}" + ("" if args.no_images else f"; annotated images: {out_dir}/"),
+              file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list shipped emotion models and face detectors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, list_models, resolve_model
+    from ferkit.core.detection import DEFAULT_DETECTOR, detector_install, detector_missing, list_detectors
+
+    models = []
+    for name in list_models():
+        info = resolve_model(name)
+        meta = info.meta or {}
+        models.append({"name": name, "default": name == DEFAULT_MODEL, "video_default": name == REALTIME_MODEL,
+                       "val_accuracy": meta.get("val", {}).get("accuracy"), "params": meta.get("params"),
+                       "mmacs_per_face": meta.get("mmacs_per_face"), "file": str(info.path)})
+    dets = []
+    for d in list_detectors():
+        missing = detector_missing(d)  # looks for the package/files without loading anything
+        dets.append({"name": d, "default": d == DEFAULT_DETECTOR, "installed": missing is None,
+                     "install": detector_install(d) or None, "missing": missing})
+    if args.json:
+        print(json.dumps({"models": models, "detectors": dets}, indent=2))
+        return EXIT_OK
+    print("emotion models:")
+    for m in models:
+        acc = f"{m['val_accuracy']:.1%} val" if m["val_accuracy"] else "no val figure"
+        cost = f", {m['mmacs_per_face']:.0f} MMACs/face" if m["mmacs_per_face"] else ""
+        role = " (default)" if m["default"] else " (video/camera default)" if m["video_default"] else ""
+        print(f"  {m['name']}{role}: {acc}{cost}")
+    print("face detectors:")
+    for d in dets:
+        state = "" if d["installed"] else f" — not installed ({d['install'] or d['missing']})"
+        print(f"  {d['name']}{' (default)' if d['default'] else ''}{state}")
+    return EXIT_OK
+
+
+def add_parsers(sub) -> None:
+    """Register ``analyze`` and ``models``."""
+    _add_analyze(sub)
+    _add_models(sub)

