@@ -27,7 +27,7 @@ from ferkit.apps.cli.common import (
 from ferkit.errors import FerkitError
 
 #: Modules of this package that each register a group of subcommands (``add_parsers(sub)``), in help order.
-COMMAND_GROUPS = ("analyze", "video", "serve", "training")
+COMMAND_GROUPS = ("analyze", "video", "serve", "training", "detector")
 __all__ = ["main", "build_parser", "build_recognizer", "UsageError", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE",
            "EXIT_INTERRUPTED", "EXIT_STDOUT_CLOSED"]
 

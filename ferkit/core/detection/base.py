@@ -89,13 +89,40 @@ def detector_missing(name: str) -> str | None:
 def create_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
     """Build a detector by name (:data:`DEFAULT_DETECTOR` by default, see :func:`list_detectors`).
 
+    ``name`` may also be the path of an ``.onnx`` file in the RetinaFace head contract (outputs
+    ``loc``, ``conf``, ``landmarks`` over the default detector's anchors, e.g. one written by
+    ``ferkit export-detector``): it is run by the ``retinaface`` detector with ``model_path=name``.
+
     Raises:
         ferkit.errors.ModelError: unknown name, or the detector's package/weights are not installed.
     """
     return _factory(name)(**kwargs)
 
 
+def is_onnx_path(name: str) -> bool:
+    """True when a detector ``name`` is a path to an ``.onnx`` file rather than a registered name."""
+    return str(name).lower().endswith(".onnx")
+
+
+def _onnx_factory(path: str) -> Callable[..., FaceDetector]:
+    """The factory of an ``.onnx`` detector file (RetinaFace head contract), with ``missing``."""
+
+    def build(**kwargs) -> FaceDetector:
+        from ferkit.core.detection.retinaface import RetinaFaceDetector
+
+        return RetinaFaceDetector(model_path=path, **kwargs)
+
+    def missing() -> str | None:
+        return None if Path(path).is_file() else f"{path}: detector .onnx file not found"
+
+    build.missing = missing  # type: ignore[attr-defined]
+    build.install = ""  # type: ignore[attr-defined]
+    return build
+
+
 def _factory(name: str) -> Callable[..., FaceDetector]:
+    if is_onnx_path(name):
+        return _onnx_factory(str(name))
     try:
         return _DETECTORS[name]
     except KeyError:

@@ -114,6 +114,10 @@ class RetinaFaceDetector(FaceDetector):
         names = [o.name for o in self._session.get_outputs()]
         if not {"loc", "conf", "landmarks"} <= set(names):
             raise ModelError(f"{path}: not a RetinaFace graph (outputs {names}; expected loc, conf, landmarks)")
+        # A trained export says when its landmark head was never trained (``ferkit export-detector``
+        # of a from-scratch net): its points would be anchor centres, so they are not reported.
+        meta = self._session.get_modelmeta().custom_metadata_map or {}
+        self.landmarks = meta.get("ferkit_landmarks", "shipped") != "none"
         # (input shape, its anchors), replaced as one tuple so concurrent calls never see a mismatched pair.
         self._anchors: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros((0, 3), np.float32))
 
@@ -137,7 +141,7 @@ class RetinaFaceDetector(FaceDetector):
         # Decode only the candidates: a 640×480 input has 12,600 anchors, a face a few dozen.
         boxes, points = decode(loc[cand], marks[cand], anchors[cand])
         keep = nms(boxes, score[cand], self.nms_threshold)
-        return to_detections(boxes[keep], score[cand][keep], points[keep], zoom, w, h)
+        return to_detections(boxes[keep], score[cand][keep], points[keep] if self.landmarks else None, zoom, w, h)
 
     def _run(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One network pass → per-anchor ``loc (N, 4)``, ``conf (N, 2)``, ``landmarks (N, 10)`` and the anchors."""
