@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 
 from ferkit.apps.video.options import VideoOptions
-from ferkit.apps.video.tracking import DetectionSchedule, FaceTracker, Smoother, Track, make_smoother
+from ferkit.apps.video.tracking import (
+    DetectionSchedule,
+    FaceTracker,
+    SceneCutDetector,
+    Smoother,
+    Track,
+    make_smoother,
+)
 from ferkit.core.results import Face, Quality
 
 
@@ -62,6 +69,7 @@ class FrameAnalyzer:
         self.tracker = FaceTracker(frame_size=frame_size, min_hits=options.confirm_hits,
                                    confirm_score=options.confirm_score, max_age=options.keep_lost)
         self.schedule = DetectionSchedule(options.detect_every, options.adaptive)
+        self.cuts = SceneCutDetector()  # a hard cut: positions mean nothing, faces are found again by appearance
         self._states: dict[int, _TrackState] = {}
         self.detector_runs = 0
         self.classified_faces = 0
@@ -99,9 +107,11 @@ class FrameAnalyzer:
     def process(self, frame: np.ndarray, index: int) -> FrameResult:
         """Track and classify the faces of one BGR frame (``index`` = frame number, increasing)."""
         ended: list[Track] = []
+        if self.cuts.update(frame):
+            ended.extend(self.tracker.scene_cut(index))
         detected = self.schedule.due(index, self.tracker)
         if detected:
-            update = self.tracker.update(self.recognizer.detector.detect(frame), index)
+            update = self.tracker.update(self.recognizer.detector.detect(frame), index, image=frame)
             self.schedule.ran(index, update)
             ended.extend(update.removed)
             self.detector_runs += 1
