@@ -10,9 +10,11 @@ from ferkit.apps.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    StdoutClosed,
     UsageError,
     add_pipeline_options,
     build_recognizer,
+    emit,
     err,
 )
 
@@ -75,11 +77,11 @@ def _cmd_video(args: argparse.Namespace) -> int:
                              threads=args.threads, detect_size=args.detect_size)
     report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
                            write_video=not args.no_video, progress=not args.no_progress)
+    # Through emit, like `ferkit analyze`: `| head -1` ends with exit 141 and no traceback (outputs are written).
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        emit([json.dumps(report.to_dict(), indent=2)])
     else:
-        for line in format_summary(report):
-            print(line)
+        emit(list(format_summary(report)))
         written = ([report.video] if report.video else []) + report.tables + [report.summary]
         print("wrote " + ", ".join(written) + (f" and {sum(1 for t in report.tracks if t.plot)} track plot(s)"
                                                if report.tracks else ""), file=sys.stderr)
@@ -126,6 +128,8 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err("interrupted")  # camera already released by run_camera
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `ferkit camera --headless | head -1`: stop quietly (exit 141), camera released
+        raise StdoutClosed from None
     print(f"{n} frames", file=sys.stderr)
     return EXIT_OK
 
