@@ -19,8 +19,8 @@ import torch
 
 from ferkit.core.classification import EmotionClassifier
 from ferkit.core.preprocess import TTA_VIEWS
+from ferkit.training.architectures import count_params, create_architecture, list_architectures
 from ferkit.training.export import count_macs, to_onnx
-from ferkit.training.models import count_params, create_model, list_models
 
 
 def faces_per_s(onnx_path: Path, threads: int, batch: int = 64, runs: int = 20) -> float:
@@ -38,7 +38,7 @@ def faces_per_s(onnx_path: Path, threads: int, batch: int = 64, runs: int = 20) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=list_models())
+    ap.add_argument("--models", nargs="*", default=list_architectures())
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def main() -> None:
           "flip TTA in graph)")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            model = create_model(name).eval()
+            model = create_architecture(name).eval()
             path = Path(tmp) / f"{name}.onnx"
             to_onnx([model], path)
             print(f"{name:10s} {count_params(model) / 1e6:7.2f}M {TTA_VIEWS['flip'] * count_macs(model) / 1e6:10.0f} "

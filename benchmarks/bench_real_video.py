@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clips import CLIPS, SIZES, write_clip  # noqa: E402
 
-from ferkit.apps.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
+from ferkit.apps.video import VideoOptions, process_video  # noqa: E402
 from ferkit.apps.video.tracking import iou_matrix  # noqa: E402
+from ferkit.core.settings import Settings  # noqa: E402
 
 
 def read_reported(table: Path) -> dict[int, list[tuple[int, list[float]]]]:
@@ -142,13 +143,8 @@ def main() -> None:
     ap.add_argument("--iou", type=float, default=0.5, help="IoU at which a reported box matches a true one")
     ap.add_argument("--json", default=None, help="also write the per-clip results to this JSON file")
     args = ap.parse_args()
-    from ferkit.core.recognizer import Recognizer
-
-    rec = prepare_recognizer(None)  # what `ferkit video` uses: its default model and detector
-    if args.detector is not None:
-        rec = prepare_recognizer(Recognizer(model=rec.model_name, detector=args.detector))
-    if args.detect_size is not None:
-        prepare_recognizer(rec, threads=None, detect_size=args.detect_size)
+    # what `ferkit video` uses: its settings profile, with these flags on top
+    rec = Settings.profile("video", detector=args.detector, detect_size=args.detect_size).build()
     opts = VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
                         confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
                         keep_lost=args.keep_lost,

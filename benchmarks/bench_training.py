@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from ferkit.core.machine import NATIVE_BF16_FLAGS, cpu_info
+from ferkit.training.architectures import list_architectures
 from ferkit.training.config import TrainConfig
-from ferkit.training.loop import _build, _train_step, augment, choose_precision
-from ferkit.training.models import list_models
+from ferkit.training.device import choose_precision
+from ferkit.training.loop import _build, _train_step, augment
 
 FER2013_TRAIN = 28_709
 
@@ -101,7 +102,7 @@ def teacher_pass(bf16: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=list_models())
+    ap.add_argument("--models", nargs="*", default=list_architectures())
     ap.add_argument("--steps", type=int, default=10, help="timed steps per row (after 3 warm-up steps)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)

@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ferkit.apps.video import VideoOptions, prepare_recognizer, process_video  # noqa: E402
+from ferkit.apps.video import VideoOptions, process_video  # noqa: E402
+from ferkit.core.settings import Settings  # noqa: E402
 
 
 def face_sprites(n: int) -> list[np.ndarray]:
@@ -106,12 +107,8 @@ def peak_rss_mb() -> float:
 
 def run(path: Path, out: Path, options: VideoOptions, detector: str, threads: int, detect_size: int,
         segment: int = 0, model: str | None = None) -> dict:
-    from ferkit.core.classification import REALTIME_MODEL
-    from ferkit.core.recognizer import Recognizer
-
-    # The same set-up as `ferkit video`.
-    rec = prepare_recognizer(Recognizer(model=model or REALTIME_MODEL, detector=detector), threads=threads,
-                             detect_size=detect_size)
+    # The same set-up as `ferkit video`: its settings profile with these flags.
+    rec = Settings.profile("video", model=model, detector=detector, threads=threads, detect_size=detect_size).build()
     segs: list[tuple[int, float, float]] = []
     mark = [time.perf_counter()]
 
@@ -140,15 +137,11 @@ def main() -> None:
     ap.add_argument("--detector", default=None, help="face detector (default: ferkit video's)")
     ap.add_argument("--detect-every", type=int, default=VideoOptions.detect_every)
     ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
-    ap.add_argument("--threads", type=int, default=1, help="classifier threads (ferkit video --threads)")
-    ap.add_argument("--detect-size", type=int, default=480, help="detector input size (ferkit video --detect-size)")
-    ap.add_argument("--model", default=None, help="classifier (default: ferkit video's, fernet-m)")
+    ap.add_argument("--threads", type=int, default=None, help="classifier threads (ferkit video --threads)")
+    ap.add_argument("--detect-size", type=int, default=None, help="detector input size (ferkit video --detect-size)")
+    ap.add_argument("--model", default=None, help="classifier (default: ferkit video's)")
     ap.add_argument("--keep", default=None, help="folder to keep the generated video and outputs in")
     args = ap.parse_args()
-    if args.detector is None:
-        from ferkit.apps.video import default_video_detector
-
-        args.detector = default_video_detector()
     opts = VideoOptions(detect_every=args.detect_every, classify_every=args.classify_every)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)

@@ -22,9 +22,9 @@ import torch
 from ferkit.core.classification import EmotionClassifier, resolve_model
 from ferkit.core.machine import cpu_info
 from ferkit.core.preprocess import TTA_VIEWS
+from ferkit.training.architectures import count_params
 from ferkit.training.export import calibration_images, count_macs, evaluate_onnx, quantize_static_int8, to_onnx
 from ferkit.training.loop import load_checkpoint
-from ferkit.training.models import count_params
 from ferkit.training.onnx_weights import members_from_onnx
 
 

@@ -45,7 +45,7 @@ def main() -> None:
         diff = np.abs(EmotionClassifier(out, calibrated=False).logits(x)
                       - EmotionClassifier(fp32, calibrated=False).logits(x))
     report = {k: v for k, v in info.meta.items() if k not in ("val", "temperature", "int8")}
-    report.update({"name": args.name, "file": out.name, "tta": args.tta, "flip_tta": args.tta != "none",
+    report.update({"name": args.name, "file": out.name, "tta": args.tta,
                    "fp16_weights": False, "int8_weights": False, "int8_qdq": True,
                    "parity_max_abs_diff": float(diff.max()), "exported": dt.date.today().isoformat(),
                    "command": "python scripts/quantize_shipped.py " + " ".join(sys.argv[1:]),

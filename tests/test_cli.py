@@ -97,16 +97,22 @@ def test_models_marks_detectors_not_installed(capsys, monkeypatch):
     assert "retinaface (default)" in out and "not installed" not in out.split("retinaface")[1].splitlines()[0]
 
 
-def test_video_and_camera_default_to_the_realtime_model():
+def test_every_command_maps_its_flags_onto_one_settings_profile():
     from ferkit.apps.cli import build_parser
-    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, resolve_model
+    from ferkit.apps.cli.common import settings_from_args
+    from ferkit.core.classification import resolve_model
+    from ferkit.core.settings import ACCURATE_MODEL, DEFAULT_MODEL, PROFILES, Settings
 
     p = build_parser()
-    assert p.parse_args(["analyze", "x.jpg"]).model == DEFAULT_MODEL
-    assert p.parse_args(["video", "x.mp4", "-o", "y.mp4"]).model == REALTIME_MODEL
-    assert p.parse_args(["camera"]).model == REALTIME_MODEL
-    assert p.parse_args(["video", "x.mp4", "-o", "y.mp4", "--model", DEFAULT_MODEL]).model == DEFAULT_MODEL
-    # the video default exists and is the cheaper of the two per face
+    photo = settings_from_args(p.parse_args(["analyze", "x.jpg"]), "photo")
+    video = settings_from_args(p.parse_args(["video", "x.mp4", "-o", "y.mp4"]), "video")
+    assert photo == Settings() and photo.model == DEFAULT_MODEL
+    assert video == Settings(**PROFILES["video"]) and video.model == DEFAULT_MODEL  # one default model everywhere
+    chosen = settings_from_args(p.parse_args(["camera", "--model", ACCURATE_MODEL, "--threads", "2",
+                                              "--min-face-size", "30", "--lang", "zh"]), "video")
+    assert (chosen.model, chosen.threads, chosen.detect_size, chosen.quality, chosen.lang) == (
+        ACCURATE_MODEL, 2, PROFILES["video"]["detect_size"], {"min_face_size": 30.0}, "zh")
+    # the default is the cheaper model per face; the accurate one stays available by name
     cost = {m: json.loads(resolve_model(m).path.with_suffix(".json").read_text())["mmacs_per_face"]
-            for m in (DEFAULT_MODEL, REALTIME_MODEL)}
-    assert cost[REALTIME_MODEL] < cost[DEFAULT_MODEL]
+            for m in (DEFAULT_MODEL, ACCURATE_MODEL)}
+    assert cost[DEFAULT_MODEL] < cost[ACCURATE_MODEL]

@@ -33,11 +33,11 @@ def test_pack_and_csv_roundtrip_is_lossless(class_folders: Path, tmp_path: Path)
 
 
 def test_every_zoo_run_names_a_registry_model():
-    from ferkit.training.models import list_models
+    from ferkit.training.architectures import list_architectures
 
     zoo = _zoo()
     for name, flags in zoo.ZOO.items():
-        assert flags[flags.index("--model") + 1] in list_models(), name
+        assert flags[flags.index("--model") + 1] in list_architectures(), name
     assert set(zoo.SHIP) <= set(zoo.ZOO)
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from ferkit.training.metrics import confusion_matrix, expected_calibration_error, fit_temperature, softmax, summarize
+from ferkit.core.classification import softmax
+from ferkit.training.metrics import confusion_matrix, expected_calibration_error, fit_temperature, summarize
 
 NAMES = ("a", "b", "c")
 

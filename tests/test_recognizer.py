@@ -80,11 +80,12 @@ def test_batched_classification_matches_single(rec, astronaut):
 
 def test_shipped_models_classify_in_bounded_chunks(astronaut):
     """Large batches are split so a ten-crop model's memory stays bounded; the split changes nothing."""
-    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, EmotionClassifier
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.core.settings import ACCURATE_MODEL, DEFAULT_MODEL
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (7, 48, 48), dtype=np.uint8)
-    for name in (DEFAULT_MODEL, REALTIME_MODEL):
+    for name in (DEFAULT_MODEL, ACCURATE_MODEL):
         clf = EmotionClassifier(name)
         views = {"flip": 2, "tencrop": 10}[clf.info.meta["tta"]]
         assert clf.chunk * views <= 64

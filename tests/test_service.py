@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -241,7 +242,11 @@ def test_healthz_page_static_and_docs(fake_client):
     for asset, kind in (("app.js", "javascript"), ("style.css", "css")):
         r = fake_client.get(f"/static/{asset}")
         assert r.status_code == 200 and kind in r.headers["content-type"]
-    assert fake_client.get("/docs").status_code == 200
+    docs = fake_client.get("/docs")  # offline: every script and style it loads is served here
+    assert docs.status_code == 200 and "http" not in " ".join(re.findall(r'(?:src|href)="([^"]+)"', docs.text))
+    assert "'/openapi.json'" in docs.text
+    for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs.text):
+        assert fake_client.get(asset).status_code == 200
     spec = fake_client.get("/openapi.json").json()
     assert {"/v1/analyze", "/v1/annotate", "/v1/models", "/healthz"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ferkit.errors import ModelError
+from ferkit.errors import ConfigError, ModelError
 from ferkit.training.config import TrainConfig
 from ferkit.training.loop import augment, load_checkpoint, train
 
@@ -212,7 +212,7 @@ def test_init_fine_tunes_from_a_checkpoint_and_keeps_its_lineage(class_folders: 
     stages = child["parents"] + [{"config": child["config"], "epochs": 1, "best_epoch": 1, "wall_time_s": 1,
                                   "device": child["device"]}]
     card = model_card({"name": "x", "architecture": ["fernet_s"], "params": 1, "mmacs_per_face": 1,
-                       "flip_tta": True, "input_size": 48, "emotions": ["a"], "temperature": 1.0,
+                       "tta": "flip", "input_size": 48, "emotions": ["a"], "temperature": 1.0,
                        "parity_max_abs_diff": 0.0, "exported": "today", "training": [stages]})
     assert "fine-tuned from the run above" in card and f"--init {tmp_path / 'a' / 'best.pt'}" in card
     assert train_command(asdict(cfg)).startswith(f"ferkit train --data {class_folders} --model fernet_s --epochs 1")
@@ -239,11 +239,11 @@ def test_train_command_lists_only_what_differs():
 
 
 def test_ensemble_averages_member_probabilities_over_both_views():
+    from ferkit.training.architectures import create_architecture
     from ferkit.training.export import _Ensemble
-    from ferkit.training.models import create_model
 
     torch.manual_seed(0)
-    a, b = create_model("fernet_s").eval(), create_model("fernet_s").eval()
+    a, b = create_architecture("fernet_s").eval(), create_architecture("fernet_s").eval()
     x = torch.randn(3, 1, 48, 48)
     with torch.no_grad():
         za = (a(x) + a(x.flip(3))) / 2
@@ -258,10 +258,10 @@ def test_ensemble_averages_member_probabilities_over_both_views():
 def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     """The ten views baked into an exported graph are the ones `ferkit evaluate --tta tencrop` makes."""
     from ferkit.core.preprocess import prepare_batch
+    from ferkit.training.architectures import create_architecture
     from ferkit.training.evaluation import tta_views as eval_views
     from ferkit.training.export import _Ensemble, to_onnx
-    from ferkit.training.export import tta_views as graph_views
-    from ferkit.training.models import create_model
+    from ferkit.training.views import tta_views as graph_views
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
@@ -275,7 +275,7 @@ def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
         assert np.abs(g - w).max() <= step  # OpenCV rounds its resize to whole grey levels; the graph does not
 
     torch.manual_seed(0)
-    net = create_model("fernet_s").eval()
+    net = create_architecture("fernet_s").eval()
     to_onnx([net], tmp_path / "ten.onnx", tta="tencrop")
     import onnxruntime as ort
 
@@ -285,7 +285,7 @@ def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
         by_hand = torch.stack([net(v) for v in graph_views(x, "tencrop")]).mean(0).numpy()
     np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], ref, atol=1e-4)
     np.testing.assert_allclose(ref, by_hand, atol=1e-5)
-    with pytest.raises(ModelError, match="unknown tta"):
+    with pytest.raises(ConfigError, match="unknown tta"):
         graph_views(x, "fivecrop")
 
 
@@ -297,23 +297,23 @@ def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     (set(), "cpu", False),  # flags unknown (not Linux): the safe choice
 ])
 def test_precision_follows_what_the_cpu_does_natively(flags, device, expected):
-    from ferkit.training.loop import choose_precision
+    from ferkit.training.device import choose_precision
 
     use, why = choose_precision(torch.device(device), None, flags)
     assert use is expected and why.startswith("bf16" if expected else "fp32")
 
 
 def test_precision_flag_forces_either_way():
-    from ferkit.training.loop import choose_precision
+    from ferkit.training.device import choose_precision
 
     assert choose_precision(torch.device("cpu"), True, {"avx2"}) == (True, "bf16 forced by --bf16")
     assert choose_precision(torch.device("cpu"), False, {"avx512_bf16"}) == (False, "fp32 forced by --no-bf16")
 
 
 def test_auto_precision_is_recorded_as_what_ran(class_folders: Path, tmp_path: Path, monkeypatch):
-    import ferkit.training.loop as training
+    import ferkit.training.device as device
 
-    monkeypatch.setattr(training, "cpu_info", lambda: ("Test CPU", {"avx2"}))
+    monkeypatch.setattr(device, "cpu_info", lambda: ("Test CPU", {"avx2"}))
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, bf16=None), progress=False)
     ck = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
     assert ck["config"]["bf16"] is False and ck["precision"].startswith("fp32: the CPU has no native bf16")

@@ -30,7 +30,7 @@ from ferkit.core.images import IMAGE_SUFFIXES, decode_image, find_images, read_i
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.results import Analysis
 from ferkit.core.writers import ensure_writable_dir
-from ferkit.errors import ImageError, OutputError
+from ferkit.errors import ConfigError, ImageError, OutputError
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -355,7 +355,7 @@ class ResultStore:
             elif fmt == "parquet":
                 write_parquet((json.loads(r) for r in stream()), path)
             else:
-                raise ValueError(f"unknown results format {fmt!r}; use jsonl or parquet")
+                raise ConfigError(f"unknown results format {fmt!r}; use jsonl or parquet")
         except OSError as e:
             raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         return path, counts[0], counts[1]

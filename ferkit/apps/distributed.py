@@ -16,7 +16,6 @@ gets an error record. A rerun into the same folder skips every committed input. 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,10 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferkit.core.settings import Settings
+from ferkit.core.writers import DEFAULT_OUTPUT
+from ferkit.errors import ConfigError
+
 DEFAULT_BATCH_SIZE = 16
 #: Tries of one batch (first run plus retries on a restarted actor) before it is split up.
 MAX_ATTEMPTS = 3
-_QUALITY_FIELDS = ("min_face_size", "min_sharpness", "max_yaw", "min_score")
 
 
 @dataclass
@@ -65,33 +67,13 @@ class RunSummary:
         return {**asdict(self), "per_second": round(self.per_second, 3)}
 
 
-def add_engine_arguments(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    """``--engine/--address/--workers/--batch-size`` (used by ``ferkit analyze`` and ``ferkit video``)."""
-    g = p.add_argument_group("distributed engine (pip install 'ferkit[ray]'; see docs/scale.md)")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: this process (default); ray: a pool of Ray workers, resumable")
-    g.add_argument("--address", default=None, help="Ray cluster to join, e.g. 10.0.0.5:6379 or auto (default: "
-                   "$RAY_ADDRESS, else start Ray on this machine)")
-    g.add_argument("--workers", type=int, default=None, help="Ray worker actors, one CPU each (default: every "
-                   "CPU of the cluster)")
-    if batch:
-        g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"inputs per Ray task, the "
-                       f"unit of commit and retry (default {DEFAULT_BATCH_SIZE})")
-
-
 # ---------------------------------------------------------------- workers (run inside Ray actors)
 
 def _build_recognizer(settings: dict) -> Any:
-    """The Recognizer ``ferkit analyze`` builds (:func:`ferkit.apps.cli.build_recognizer`), one thread per stage."""
-    from ferkit.apps.cli.common import build_recognizer
-    from ferkit.core.detection import create_detector
+    """The Recognizer that ``settings`` (:meth:`Settings.to_dict`, sent by the driver) describe."""
+    from ferkit.core.settings import Settings
 
-    args = argparse.Namespace(**settings)
-    try:
-        args.detector = create_detector(settings["detector"], threads=1)
-    except TypeError:  # a detector without a threads option
-        pass
-    return build_recognizer(args, threads=1)
+    return Settings(**settings).build()
 
 
 class _Worker:
@@ -164,11 +146,9 @@ class PhotoWorker(_Worker):
 class VideoWorker(_Worker):
     """Ray actor for videos: one Recognizer set up for video, :func:`ferkit.apps.video.process_video` per file."""
 
-    def __init__(self, settings: dict, cwd: str, options: dict, write_video: bool, detect_size: int | None):
+    def __init__(self, settings: dict, cwd: str, options: dict, write_video: bool):
         super().__init__(cwd)
-        from ferkit.apps.video import prepare_recognizer
-
-        self.rec = prepare_recognizer(_build_recognizer(settings), threads=1, detect_size=detect_size)
+        self.rec = _build_recognizer(settings)
         self.options = options
         self.write_video = write_video
 
@@ -198,10 +178,8 @@ def connect(address: str | None = None, workers: int | None = None) -> tuple[int
     try:
         import ray
     except ImportError:
-        from ferkit.errors import ConfigError
 
         raise ConfigError("--engine ray needs Ray: pip install 'ferkit[ray]'") from None
-    from ferkit.errors import ConfigError
 
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -338,9 +316,9 @@ def _summary(store: Any, items: list, fmt: str, name: str, t0: float, errors: li
                       time.perf_counter() - t0, n_workers, errors + run_errors, interrupted)
 
 
-def analyze_photos(paths: list[str | Path], out_dir: str | Path = "ferkit_results", *, address: str | None = None,
-                   workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, model: str | None = None,
-                   detector: str | None = None, quality: dict | None = None, images: bool = True,
+def analyze_photos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT, *, address: str | None = None,
+                   workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, settings: Settings | None = None,
+                   images: bool = True,
                    bars: bool = False, fmt: str = "jsonl", progress: bool = True, on_error: Any = None,
                    on_record: Any = None) -> RunSummary:
     """Analyse photos (files, folders, globs, ``s3://``/``gs://`` URIs) on Ray; resumable, exactly once.
@@ -351,16 +329,13 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = "ferkit_result
     must be visible to every worker (a shared file system) when the cluster has several machines.
 
     Args:
-        model, detector, quality: as ``ferkit analyze``'s options (quality: QualityGate fields).
+        settings: the pipeline of every worker (default: the ``worker`` profile, one thread each).
         address: Ray cluster (None: ``$RAY_ADDRESS``, else a Ray started here for this call).
         workers: actors, one CPU each (None: all CPUs of the cluster).
         on_error: called with each error line as it happens; on_record: with each record's JSON.
     """
     from ferkit.apps.batch import ResultStore, list_inputs
-    from ferkit.core.classification import DEFAULT_MODEL
-    from ferkit.core.detection import DEFAULT_DETECTOR
     from ferkit.core.writers import annotated_path
-    from ferkit.errors import ConfigError
 
     if fmt not in ("jsonl", "parquet"):
         raise ConfigError(f"--engine ray writes jsonl or parquet, not {fmt!r}")
@@ -372,10 +347,7 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = "ferkit_result
         on_error(e)
     if not items:
         raise ConfigError("nothing to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
-    settings = {"model": str(model or DEFAULT_MODEL), "detector": str(detector or DEFAULT_DETECTOR),
-                **{k: (quality or {}).get(k) for k in _QUALITY_FIELDS}}
-    if Path(settings["model"]).suffix == ".onnx":
-        settings["model"] = os.path.abspath(settings["model"])
+    settings = _portable(settings or Settings.profile("worker"))
     store = ResultStore(out_dir, "photos", {**settings, "images": images, "bars": bars})
     used: set[str] = set()
     extra = {i.key: {"image": annotated_path(store.out_dir, i.source, used).name} for i in items} if images else None
@@ -385,9 +357,9 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = "ferkit_result
     return _summary(store, items, fmt, "results", t0, errors, *run)
 
 
-def analyze_videos(paths: list[str | Path], out_dir: str | Path = "ferkit_results", *, address: str | None = None,
-                   workers: int | None = None, settings: dict | None = None, options: Any = None,
-                   write_video: bool = True, detect_size: int | None = None, progress: bool = True,
+def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT, *, address: str | None = None,
+                   workers: int | None = None, settings: Settings | None = None, options: Any = None,
+                   write_video: bool = True, progress: bool = True,
                    on_error: Any = None) -> RunSummary:
     """Run :func:`ferkit.apps.video.process_video` on every video, one Ray task per video; resumable, exactly once.
 
@@ -396,14 +368,11 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = "ferkit_result
     (``VideoReport.to_dict()``) or ``{"source", "error"}``.
 
     Args:
-        settings: recognizer options as ``ferkit video``'s (model, detector, quality-gate fields);
-            None = the video defaults.
+        settings: the pipeline of every worker (default: the ``video`` profile).
         options: :class:`ferkit.apps.video.VideoOptions`.
     """
     from ferkit.apps.batch import ResultStore, find_videos, video_targets
-    from ferkit.apps.video import VIDEO_DETECT_SIZE, VideoOptions, default_video_detector
-    from ferkit.core.classification import REALTIME_MODEL
-    from ferkit.errors import ConfigError
+    from ferkit.apps.video import VideoOptions
 
     t0 = time.perf_counter()
     options = options or VideoOptions()
@@ -413,80 +382,21 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = "ferkit_result
         on_error(e)
     if not items:
         raise ConfigError("no videos to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
-    settings = {"model": REALTIME_MODEL, "detector": default_video_detector(),
-                **{k: None for k in _QUALITY_FIELDS}, **(settings or {})}
-    detect_size = VIDEO_DETECT_SIZE if detect_size is None else detect_size
-    store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video,
-                                            "detect_size": detect_size})
+    settings = _portable(settings or Settings.profile("video"))
+    store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video})
     extra = video_targets(items, store.out_dir.resolve(), write_video)
     for t in extra.values():
         Path(t["results"]).mkdir(parents=True, exist_ok=True)
-    ctor = {"settings": settings, "cwd": os.getcwd(), "options": asdict(options), "write_video": write_video,
-            "detect_size": detect_size}
+    ctor = {"settings": settings, "cwd": os.getcwd(), "options": asdict(options), "write_video": write_video}
     run = _run(items, store, VideoWorker, ctor, address=address, workers=workers, batch_size=1, extra=extra,
                unit="video", progress=progress, on_error=on_error, on_record=None)
     return _summary(store, items, "jsonl", "videos", t0, errors, *run)
 
 
-# ---------------------------------------------------------------- command line
-
-def _recognizer_settings(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "detector": args.detector, **{k: getattr(args, k, None) for k in _QUALITY_FIELDS}}
-
-
-def _report(summary: RunSummary, what: str) -> int:
-    from ferkit.apps.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
-
-    now = f" ({summary.per_second:.2f}/s on {summary.workers} worker(s))" if summary.analysed else ""
-    print(f"{summary.inputs} {what}: {summary.analysed} analysed now{now}, {summary.skipped} done before, "
-          f"{summary.failed} failed"
-          + (f", {summary.missing} not done (rerun to finish)" if summary.missing else "")
-          + f"; results: {summary.results}", file=sys.stderr)
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if summary.failed or summary.missing or summary.errors else EXIT_OK
-
-
-def _check_usage(args: argparse.Namespace) -> None:
-    from ferkit.apps.cli.common import UsageError
-
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if getattr(args, "batch_size", 1) < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if getattr(args, "format", "jsonl") not in ("jsonl", "parquet"):
-        raise UsageError(f"--format {args.format}: --engine ray writes jsonl or parquet")
-
-
-def analyze_main(args: argparse.Namespace) -> int:
-    """``ferkit analyze --engine ray``: see :func:`analyze_photos`."""
-    from ferkit.apps.cli.common import err
-
-    _check_usage(args)
-    summary = analyze_photos(
-        args.paths, args.output, address=args.address, workers=args.workers, batch_size=args.batch_size,
-        model=args.model, detector=args.detector, quality=_recognizer_settings(args), images=not args.no_images,
-        bars=args.bars, fmt=args.format, on_error=err,
-        on_record=(lambda r: print(r, flush=True)) if args.json else None)
-    return _report(summary, "photos")
-
-
-def video_main(args: argparse.Namespace) -> int:
-    """``ferkit video --engine ray VIDEO... -o DIR``: see :func:`analyze_videos`."""
-    from ferkit.apps.cli.common import UsageError, err
-    from ferkit.apps.video import options_from_args
-
-    _check_usage(args)
-    if args.results:
-        raise UsageError("--results: with --engine ray each video's results go beside it in the -o folder")
-    from ferkit.apps.batch import VIDEO_INPUT_SUFFIXES
-
-    if args.output and Path(args.output).suffix.lower() in VIDEO_INPUT_SUFFIXES:
-        raise UsageError(f"-o {args.output}: with --engine ray, -o is a folder for all the videos' outputs")
-    options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
-    options.validate()
-    summary = analyze_videos(args.input, args.output or "ferkit_results", address=args.address,
-                             workers=args.workers, settings=_recognizer_settings(args), options=options,
-                             write_video=not args.no_video, detect_size=args.detect_size,
-                             progress=not args.no_progress, on_error=err)
-    return _report(summary, "videos")
+def _portable(settings: Settings) -> dict:
+    """``settings`` as plain values a worker elsewhere rebuilds the same pipeline from (model paths made absolute)."""
+    if not isinstance(settings.detector, str):
+        raise ConfigError("--engine ray needs a detector name: a detector object cannot be sent to the workers")
+    if Path(settings.model).suffix.lower() == ".onnx":
+        settings = settings.replace(model=os.path.abspath(settings.model))
+    return settings.to_dict()

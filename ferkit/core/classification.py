@@ -16,11 +16,19 @@ import numpy as np
 
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import TTA_VIEWS, prepare_batch
+from ferkit.core.runtime import ort_session
+from ferkit.core.settings import DEFAULT_MODEL
 from ferkit.errors import ModelError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_MODEL = "fernet-e4"  # most accurate shipped model: photos, folders, the service
-REALTIME_MODEL = "fernet-m-q8"  # int8 fernet-m, ~80x cheaper than fernet-e4: `ferkit video` and `ferkit camera`
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits divided by ``temperature`` (the calibration of a model)."""
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 @dataclass
@@ -35,8 +43,8 @@ class ModelInfo:
 
 
 def tta_mode(meta: dict) -> str:
-    """The test-time views inside an exported graph, from its sidecar (files before ``tta`` had ``flip_tta``)."""
-    return meta.get("tta", "flip" if meta.get("flip_tta", True) else "none")
+    """The test-time views inside an exported graph, from its sidecar (``flip`` when it does not say)."""
+    return meta.get("tta", "flip")
 
 
 def list_models() -> list[str]:
@@ -78,21 +86,11 @@ class EmotionClassifier:
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, threads: int | None = None, calibrated: bool = True):
-        import onnxruntime as ort
-
         self.info = resolve_model(model)
         self.name = self.info.name
         self.input_size = self.info.input_size
         self.temperature = self.info.temperature if calibrated else 1.0
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.info.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-            raise ModelError(f"{self.info.path}: cannot load ONNX model ({e})") from None
+        self.session = ort_session(self.info.path, threads)
         # images per onnxruntime call, test-time views included: bounds peak memory (a ten-crop model
         # turns 64 faces into 640 images, ~2 GB of activations) at no cost in speed (faces/s measured
         # flat from batch 1 to 64 for the shipped models)
@@ -113,7 +111,4 @@ class EmotionClassifier:
 
     def predict(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Grey face crops (uint8, ideally aligned ``S``×``S``) → calibrated probabilities ``(N, 7)``."""
-        z = self.logits(prepare_batch(list(crops), self.input_size)) / self.temperature
-        z = z - z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+        return softmax(self.logits(prepare_batch(list(crops), self.input_size)), self.temperature)

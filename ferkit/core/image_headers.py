@@ -18,6 +18,21 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def sniff_format(data: bytes) -> str | None:
+    """Format from the magic bytes of the formats the service accepts (jpeg, png, webp, bmp, gif), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return None
+
+
 def header_size(data: bytes) -> tuple[str, int, int] | None:
     """(format, width, height) from the header of a known format, or None (unknown or too short)."""
     try:

@@ -24,3 +24,16 @@ def canonical(name: str) -> str | None:
     if key in EMOTIONS:
         return key
     return ALIASES.get(key)
+
+
+#: Emotion labels per language, in :data:`EMOTIONS` order (``--lang``; English is the canonical key).
+TRANSLATIONS: dict[str, tuple[str, ...]] = {
+    "en": EMOTIONS,
+    "zh": ("生气", "厌恶", "恐惧", "高兴", "中性", "悲伤", "惊讶"),
+}
+LANGUAGES: tuple[str, ...] = tuple(TRANSLATIONS)
+
+
+def label(emotion: str, lang: str = "en") -> str:
+    """The name of canonical ``emotion`` in ``lang`` (a key of :data:`TRANSLATIONS`)."""
+    return TRANSLATIONS[lang][EMOTIONS.index(emotion)]

@@ -5,22 +5,20 @@ The CLI, the HTTP service and the video loop all call :meth:`Recognizer.analyze`
 
 from __future__ import annotations
 
-import numbers
-import os
 import time
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferkit.core.classification import DEFAULT_MODEL, EmotionClassifier
-from ferkit.core.detection import DEFAULT_DETECTOR, Detection, FaceDetector, create_detector
-from ferkit.core.images import MAX_PIXELS, as_bgr
+from ferkit.core.classification import EmotionClassifier
+from ferkit.core.detection import Detection, FaceDetector, create_detector
+from ferkit.core.images import as_bgr
 from ferkit.core.preprocess import crop_face, to_grey
 from ferkit.core.quality import QualityGate
 from ferkit.core.results import Analysis, Face
-from ferkit.errors import ConfigError, ModelError
+from ferkit.core.settings import Settings
+from ferkit.errors import ConfigError
 
 
 class Recognizer:
@@ -29,15 +27,13 @@ class Recognizer:
     Models load once, here; :meth:`analyze` is then cheap to call repeatedly.
 
     Args:
-        model: shipped classifier name or path to an ``.onnx`` file.
-        detector: detector name (``ferkit.core.detection.list_detectors()``) or a :class:`FaceDetector`.
-        quality: a :class:`QualityGate`, a dict of its fields, or None for the defaults.
-        max_pixels: refuse larger images (decompression-bomb guard).
-        threads: onnxruntime threads for the classifier (None = default).
+        settings: how to set the pipeline up (:class:`~ferkit.core.settings.Settings`; None = the defaults).
+        **overrides: fields of :class:`~ferkit.core.settings.Settings` to change, as a shorthand:
+            ``Recognizer(model="fernet-e4")`` is ``Recognizer(Settings(model="fernet-e4"))``.
 
     Raises:
-        ferkit.errors.ModelError: ``model`` or ``detector`` is not a name, path or detector, or cannot load.
-        ferkit.errors.ConfigError: ``quality``, ``max_pixels`` or ``threads`` cannot be used.
+        ferkit.errors.ModelError: the model or detector is not a name, path or detector, or cannot load.
+        ferkit.errors.ConfigError: a setting cannot be used (says which).
 
     Example:
         >>> from ferkit import Recognizer
@@ -45,26 +41,19 @@ class Recognizer:
         >>> [(f.emotion, f.confidence) for f in result.faces]
     """
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, detector: str | FaceDetector = DEFAULT_DETECTOR,
-                 quality: QualityGate | dict | None = None, max_pixels: int = MAX_PIXELS,
-                 threads: int | None = None):
-        _check_int("max_pixels", max_pixels, low=1)
-        if threads is not None:
-            _check_int("threads", threads, low=0)
-        self.quality = _quality_gate(quality)
-        if not isinstance(model, (str, os.PathLike)) or not str(model):
-            raise ModelError(f"model must be a shipped model name (see `ferkit models`) or a path to an .onnx "
-                             f"file, got {model!r}")
-        if isinstance(detector, str):
-            detector_obj = create_detector(detector)
-        elif callable(getattr(detector, "detect", None)):
-            detector_obj = detector
-        else:
-            raise ModelError(f"detector must be a detector name (see `ferkit models`) or an object with a "
-                             f"detect(image) method, got {type(detector).__name__}")
-        self.classifier = EmotionClassifier(model, threads=threads)
-        self.detector = detector_obj
-        self.max_pixels = int(max_pixels)
+    def __init__(self, settings: Settings | None = None, **overrides: Any):
+        if settings is not None and not isinstance(settings, Settings):
+            raise ConfigError(f"settings must be a ferkit.Settings, got {type(settings).__name__} "
+                              "(pass model=..., detector=... as keywords)")
+        try:
+            settings = (settings or Settings()).replace(**overrides) if overrides else (settings or Settings())
+        except TypeError as e:  # an unknown keyword
+            raise ConfigError(f"{e}; the settings are {', '.join(f.name for f in fields(Settings))}") from None
+        self.settings = settings
+        self.quality = QualityGate(**settings.quality)
+        self.detector = _build_detector(settings)
+        self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None)
+        self.max_pixels = settings.max_pixels
 
     @property
     def model_name(self) -> str:
@@ -115,29 +104,13 @@ class Recognizer:
         probs = self.classifier.predict([crops[i] for i in readable]) if readable else np.zeros((0, 7))
         by_index = dict(zip(readable, probs))
         return [Face(box=tuple(float(v) for v in d.box), score=float(d.score), landmarks=d.landmarks,
-                     quality=q, probabilities=by_index.get(i))
+                     quality=q, probabilities=by_index.get(i), lang=self.settings.lang)
                 for i, (d, q) in enumerate(zip(detections, qualities))]
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    """ConfigError unless ``value`` is an integer (not a bool) of at least ``low``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _quality_gate(quality: Any) -> QualityGate:
-    """A QualityGate from None (defaults), a QualityGate or a dict of its fields; ConfigError otherwise."""
-    if quality is None:
-        return QualityGate()
-    if isinstance(quality, QualityGate):
-        return quality
-    if not isinstance(quality, dict):
-        raise ConfigError(f"quality must be a QualityGate, a dict of its fields or None, got {type(quality).__name__}")
-    known = {f.name for f in fields(QualityGate)}
-    unknown = sorted(str(k) for k in quality if k not in known)
-    if unknown:
-        raise ConfigError(f"unknown quality setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    for k, v in quality.items():
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise ConfigError(f"quality setting {k} must be a number, got {v!r}")
-    return QualityGate(**quality)
+def _build_detector(settings: Settings) -> FaceDetector:
+    """The settings' detector: built by name with their input size, or the given object as is."""
+    if not isinstance(settings.detector, str):
+        return settings.detector
+    kwargs = {} if settings.detect_size is None else {"max_side": settings.detect_size}
+    return create_detector(settings.detector, **kwargs)

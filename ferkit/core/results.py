@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferkit.core.labels import EMOTIONS
+from ferkit.core.labels import EMOTIONS, label
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Face:
     quality: Quality
     probabilities: np.ndarray | None = None  # (7,) in EMOTIONS order, calibrated
     track_id: int | None = None
+    lang: str = "en"  # language of ``label`` (Settings.lang); ``emotion`` stays the canonical English key
 
     @property
     def readable(self) -> bool:
@@ -49,6 +50,11 @@ class Face:
     def emotion(self) -> str | None:
         """Most probable emotion, or None for an unreadable face."""
         return None if self.probabilities is None else EMOTIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def label(self) -> str | None:
+        """The emotion's name in this face's language (``emotion`` itself when ``lang`` is ``en``)."""
+        return None if self.emotion is None else label(self.emotion, self.lang)
 
     @property
     def confidence(self) -> float | None:
@@ -63,6 +69,7 @@ class Face:
             "reason": self.quality.reason,
             "quality": self.quality.to_dict(),
             "emotion": self.emotion,
+            "label": self.label,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "probabilities": None if self.probabilities is None
             else {e: round(float(p), 4) for e, p in zip(EMOTIONS, self.probabilities)},

@@ -1,6 +1,154 @@
-"""Every default of the inference pipeline, defined once."""
+"""Every default of the inference pipeline, defined once, and the one way to set the pipeline up.
+
+A :class:`Settings` says which models run and how; :meth:`Settings.build` (or
+``Recognizer(settings)``) turns it into a loaded :class:`~ferkit.core.recognizer.Recognizer`.
+Every front end builds its pipeline this way: the CLI maps its flags onto the fields, the
+service, video, camera and the Ray engine start from a :data:`PROFILES` entry.
+
+>>> from ferkit import Recognizer, Settings
+>>> Recognizer(Settings(model="fernet-e4"))          # the ensemble, for the last point of accuracy
+>>> Recognizer(Settings.profile("video"))            # what `ferkit video` and `ferkit camera` run
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ferkit.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from ferkit.core.recognizer import Recognizer
+
+#: The classifier every front end runs unless told otherwise: int8 fernet-m with its mirror view
+#: inside the graph (70.9 % on FER2013 val, ~500 faces/s on 2 cores; docs/training.md).
+DEFAULT_MODEL = "fernet-m-q8"
+#: The most accurate shipped classifier (an ensemble, ~40x the cost): ``--model fernet-e4``.
+ACCURATE_MODEL = "fernet-e4"
+#: The face detector every front end uses unless told otherwise (RetinaFace MobileNet-0.25, shipped).
+DEFAULT_DETECTOR = "retinaface"
 #: Refuse images above this many pixels, read from the header before decoding (50 MP ≈ 8660×5770).
 MAX_PIXELS = 50_000_000
+#: Languages of the emotion labels (:mod:`ferkit.core.labels`).
+DEFAULT_LANG = "en"
+
+#: How each front end departs from the defaults, and why:
+#: - ``photo`` (``ferkit analyze``, the Python API): the classifier may use every core on a photo's faces.
+#: - ``video`` (``ferkit video``/``camera``): one classifier thread, since a second core decodes and
+#:   encodes frames; the detector sees frames with the long side at 480 px (faces down to ~32 px in
+#:   640×480 stay readable; docs/video.md), which is what makes 60 frames/s possible.
+#: - ``service`` (``ferkit serve``) and ``worker`` (the Ray engine): one thread per inference, because
+#:   parallelism comes from several requests or workers at once (docs/service.md).
+PROFILES: dict[str, dict[str, Any]] = {
+    "photo": {},
+    "video": {"threads": 1, "detect_size": 480},
+    "service": {"threads": 1},
+    "worker": {"threads": 1},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the pipeline is set up. Every field has a default; invalid values raise at once.
+
+    Attributes:
+        model: shipped classifier name (``ferkit models``) or path to an ``.onnx`` file.
+        detector: detector name (``ferkit models``) or an object with ``detect(image)``.
+        detect_size: the detector sees images with their longer side at most this many pixels
+            (None = the detector's own default; 0 = always full size). Smaller is faster and
+            misses smaller faces.
+        threads: onnxruntime threads of the classifier (0 = one per core).
+        quality: quality-gate thresholds that differ from :class:`~ferkit.core.quality.QualityGate`'s
+            defaults, e.g. ``{"min_face_size": 30}`` (a ``QualityGate`` is accepted and kept as its fields).
+        max_pixels: larger images are refused before decoding (decompression-bomb guard).
+        lang: language of the emotion labels in text, JSON ``label`` fields and pictures (``en``, ``zh``).
+
+    Raises:
+        ferkit.errors.ConfigError: a value that cannot be used (says which field and why).
+        ferkit.errors.ModelError: ``model`` or ``detector`` is neither a name nor a path/detector.
+    """
+
+    model: str = DEFAULT_MODEL
+    detector: Any = DEFAULT_DETECTOR
+    detect_size: int | None = None
+    threads: int = 0
+    quality: dict[str, float] = field(default_factory=dict)
+    max_pixels: int = MAX_PIXELS
+    lang: str = DEFAULT_LANG
+
+    def __post_init__(self) -> None:
+        import os
+
+        if not isinstance(self.model, (str, os.PathLike)) or not str(self.model):
+            raise ModelError(f"model must be a shipped model name (see `ferkit models`) or a path to an .onnx "
+                              f"file, got {self.model!r}")
+        object.__setattr__(self, "model", str(self.model))
+        if not isinstance(self.detector, str) and not callable(getattr(self.detector, "detect", None)):
+            raise ModelError(f"detector must be a detector name (see `ferkit models`) or an object with a "
+                              f"detect(image) method, got {type(self.detector).__name__}")
+        if self.detect_size is not None:
+            _check_int("detect_size", self.detect_size, low=0)
+        _check_int("threads", self.threads, low=0)
+        _check_int("max_pixels", self.max_pixels, low=1)
+        object.__setattr__(self, "quality", _quality_dict(self.quality))
+        from ferkit.core.labels import LANGUAGES
+
+        if self.lang not in LANGUAGES:
+            raise ConfigError(f"unknown label language {self.lang!r}; choose one of {', '.join(LANGUAGES)}")
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> Settings:
+        """The settings a front end starts from (:data:`PROFILES`), with ``overrides`` on top.
+
+        Overrides that are None are ignored, so unset command-line flags keep the profile's value.
+        """
+        if name not in PROFILES:
+            raise ConfigError(f"unknown settings profile {name!r}; choose one of {', '.join(PROFILES)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+        return cls(**{**PROFILES[name], **given})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like a new one)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for JSON, or to rebuild the same pipeline elsewhere, e.g. on a Ray worker)."""
+        d = dataclasses.asdict(self)
+        if not isinstance(self.detector, str):
+            d["detector"] = getattr(self.detector, "name", type(self.detector).__name__)
+        return d
+
+    def build(self) -> Recognizer:
+        """Load the models: the :class:`~ferkit.core.recognizer.Recognizer` these settings describe."""
+        from ferkit.core.recognizer import Recognizer
+
+        return Recognizer(self)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    """ConfigError unless ``value`` is an integer (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _quality_dict(quality: Any) -> dict[str, float]:
+    """``quality`` as a dict of QualityGate fields; ConfigError unless it maps field names to numbers."""
+    from ferkit.core.quality import QualityGate
+
+    if isinstance(quality, QualityGate):
+        return dataclasses.asdict(quality)
+    if not isinstance(quality, dict):
+        raise ConfigError(f"quality must be a dict of QualityGate fields, got {type(quality).__name__}")
+    known = {f.name for f in dataclasses.fields(QualityGate)}
+    unknown = sorted(str(k) for k in quality if k not in known)
+    if unknown:
+        raise ConfigError(f"unknown quality setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    for k, v in quality.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ConfigError(f"quality setting {k} must be a number, got {v!r}")
+    return dict(quality)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.results import Analysis, Face
-from ferkit.errors import OutputError
+from ferkit.errors import ConfigError, OutputError
 
 CSV_COLUMNS = ["source", "face", "x", "y", "w", "h", "score", "readable", "reason", "emotion", "confidence",
                *EMOTIONS]
@@ -43,11 +43,25 @@ def face_row(source: str | None, index: int, face: Face) -> dict:
     return row
 
 
+#: Where results go when no output folder is named (``ferkit analyze``, ``ferkit video``, the Ray engine).
+DEFAULT_OUTPUT = "ferkit_results"
+
+#: Human result lines per label language: (readable, unreadable) templates.
+LINE_TEMPLATES: dict[str, tuple[str, str]] = {
+    "en": ("{source} face {index}: {label} {confidence:.2f}", "{source} face {index}: unreadable ({reason})"),
+    # the tutorial's sentence: 识别第1个人脸的表情是SAD ("the expression of face 1 is ...")
+    "zh": ("{source} 识别第{index}个人脸的表情是{label} {confidence:.2f}",
+           "{source} 第{index}个人脸无法识别 ({reason})"),
+}
+
+
 def face_line(source: str, index: int, face: Face) -> str:
-    """Human line: ``photo.jpg face 1: happy 0.87`` or ``photo.jpg face 2: unreadable (blurry)``."""
+    """Human line: ``photo.jpg face 1: happy 0.87`` or ``photo.jpg face 2: unreadable (blurry)``,
+    in the face's label language."""
+    readable, unreadable = LINE_TEMPLATES.get(face.lang, LINE_TEMPLATES["en"])
     if face.probabilities is None:
-        return f"{source} face {index}: unreadable ({face.quality.reason})"
-    return f"{source} face {index}: {face.emotion} {face.confidence:.2f}"
+        return unreadable.format(source=source, index=index, reason=face.quality.reason)
+    return readable.format(source=source, index=index, label=face.label, confidence=face.confidence)
 
 
 class ResultWriter:
@@ -55,7 +69,7 @@ class ResultWriter:
 
     def __init__(self, out_dir: str | Path, fmt: str = "jsonl"):
         if fmt not in ("jsonl", "csv"):
-            raise ValueError(f"unknown results format {fmt!r}; use jsonl or csv")
+            raise ConfigError(f"unknown results format {fmt!r}; use jsonl or csv")
         self.fmt = fmt
         self.path = ensure_writable_dir(out_dir) / f"results.{fmt}"
         try:

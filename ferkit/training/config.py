@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ferkit.errors import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -51,5 +53,5 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return cls(**d)

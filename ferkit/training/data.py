@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.core.images import IMAGE_SUFFIXES
 from ferkit.core.labels import CSV_IDS, EMOTIONS, PREFIXES, canonical
 from ferkit.core.preprocess import INPUT_SIZE
-from ferkit.errors import DataError
+from ferkit.errors import ConfigError, DataError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm"}
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
 
@@ -208,7 +208,7 @@ def _load_csv(path: Path, split: str | None, size: int) -> FaceSet:
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of indices into (train, val) keeping each class's share in val at ``fraction``."""
     if not 0 < fraction < 1:
-        raise ValueError("fraction must be between 0 and 1")
+        raise ConfigError("fraction must be between 0 and 1")
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
     for c in np.unique(labels):

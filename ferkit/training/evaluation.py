@@ -10,21 +10,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ferkit.core.classification import softmax
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.plots import confusion_matrix_image, save_png
 from ferkit.core.preprocess import prepare_batch, tencrop_offsets
-from ferkit.errors import ModelError
+from ferkit.errors import ConfigError, ModelError
 from ferkit.training.data import load_faces
-from ferkit.training.metrics import expected_calibration_error, fit_temperature, softmax, summarize
+from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
 
 
-def _logit_fn(model: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], int, str]:
-    """(batch of normalised inputs → logits, input size, display name) for a name, .onnx or .pt."""
+@dataclass
+class LogitModel:
+    """A loaded model as evaluation sees it: normalised batch → logits, its input size, name and temperature."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    input_size: int
+    name: str
+    temperature: float = 1.0
+
+
+def load_logit_model(model: str | Path | LogitModel) -> LogitModel:
+    """Load a shipped name, ``.onnx`` or training checkpoint ``.pt`` once (a :class:`LogitModel` is returned as is)."""
+    if isinstance(model, LogitModel):
+        return model
     p = Path(model)
     if p.suffix == ".pt":
         if not p.is_file():
@@ -41,11 +55,11 @@ def _logit_fn(model: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], in
             with torch.no_grad():
                 return net(torch.from_numpy(x)).numpy()
 
-        return run, cfg.input_size, str(p)
+        return LogitModel(run, cfg.input_size, str(p))
     from ferkit.core.classification import EmotionClassifier
 
     clf = EmotionClassifier(model, calibrated=False)
-    return clf.logits, clf.input_size, clf.name
+    return LogitModel(clf.logits, clf.input_size, clf.name, clf.info.temperature)
 
 
 def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
@@ -62,16 +76,17 @@ def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
                              for im in images])
             views += [crop, crop[:, :, ::-1]]
     elif tta != "none":
-        raise ValueError(f"unknown tta {tta!r}; choose none, flip or tencrop")
+        raise ConfigError(f"unknown tta {tta!r}; choose none, flip or tencrop")
     return views
 
 
-def predict_logits(model: str | Path, images: np.ndarray, tta: str = "none", batch: int = 256,
+def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str = "none", batch: int = 256,
                    progress: bool = False) -> np.ndarray:
     """Logits ``(N, 7)`` of uint8 face images, averaged over the TTA views (``progress``: a bar on stderr)."""
     from tqdm import tqdm
 
-    run, size, _ = _logit_fn(model)
+    loaded = load_logit_model(model)
+    run, size = loaded.run, loaded.input_size
     if images.shape[1:] != (size, size):
         images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
     views = tta_views(images, tta, size)
@@ -90,15 +105,9 @@ def evaluate(data: str | Path, model: str | Path, split: str | None = None, tta:
              calibrate: bool = False, out_dir: str | Path | None = None, skip_bad: bool = False) -> dict:
     """Evaluate ``model`` on a labelled set; writes ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``."""
     fs = load_faces(data, split, skip_bad=skip_bad)
-    _, size, name = _logit_fn(model)
-    logits = predict_logits(model, fs.images, tta)
-    temperature = 1.0
-    try:
-        from ferkit.core.classification import resolve_model
-
-        temperature = resolve_model(model).temperature if Path(model).suffix != ".pt" else 1.0
-    except ModelError:
-        pass
+    loaded = load_logit_model(model)
+    name, temperature = loaded.name, loaded.temperature
+    logits = predict_logits(loaded, fs.images, tta)
     probs = softmax(logits, temperature)
     report = summarize(fs.labels, probs, EMOTIONS)
     report.update({"model": name, "data": str(data), "split": split, "tta": tta, "skipped": len(fs.skipped),

@@ -19,39 +19,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferkit.core.classification import EmotionClassifier, tta_mode
+from ferkit.core.classification import EmotionClassifier, softmax, tta_mode
 from ferkit.core.labels import EMOTIONS
-from ferkit.core.preprocess import TTA_VIEWS, tencrop_offsets
-from ferkit.errors import ModelError
+from ferkit.core.preprocess import TTA_VIEWS
+from ferkit.errors import ConfigError, ModelError
+from ferkit.training.architectures import count_params
 from ferkit.training.config import TrainConfig
 from ferkit.training.data import load_faces
 from ferkit.training.loop import load_checkpoint, training_stages
-from ferkit.training.metrics import expected_calibration_error, fit_temperature, softmax, summarize
-from ferkit.training.models import count_params
+from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
+from ferkit.training.views import tta_views
 
 OPSET = 17
 
 
 _TTA_TEXT = {"none": "", "flip": " (including the mirrored view: flip TTA is inside the graph)",
              "tencrop": " (including all 10 views: ten-crop TTA, 90 % crops and their mirrors, is inside the graph)"}
-
-
-def tta_views(x: torch.Tensor, tta: str, size: int = 48) -> list[torch.Tensor]:
-    """Test-time views of a ``(N, 1, S, S)`` batch, as :func:`ferkit.training.evaluation.tta_views` makes them:
-    the image and its mirror (``flip``), or the 4 corner and centre crops at 90 % of the side, resized
-    back (bilinear), and their mirrors (``tencrop``). ``size`` is the side S, a plain int so that the
-    crops are constant slices in an exported graph."""
-    if tta not in TTA_VIEWS:
-        raise ModelError(f"unknown tta {tta!r}; choose none, flip or tencrop")
-    if tta != "tencrop":
-        return [x, torch.flip(x, dims=[3])] if tta == "flip" else [x]
-    c = int(round(size * 0.9))
-    views = []
-    for y0, x0 in tencrop_offsets(size):
-        crop = nn.functional.interpolate(x[:, :, y0:y0 + c, x0:x0 + c], size=(size, size), mode="bilinear",
-                                         align_corners=False)
-        views += [crop, torch.flip(crop, dims=[3])]
-    return views
 
 
 class _Ensemble(nn.Module):
@@ -156,7 +139,6 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         "architecture": [c.model for c in cfgs],
         "input_size": size,
         "tta": tta,
-        "flip_tta": tta != "none",
         "params": sum(count_params(m) for m in members),
         "mmacs_per_face": round(sum(count_macs(m, size) for m in members) * TTA_VIEWS[tta] / 1e6, 1),
         "emotions": list(EMOTIONS),
@@ -192,7 +174,7 @@ def compact_initializers(path: Path, dtype: str = "float16", min_size: int = 102
     from onnx import numpy_helper
 
     if dtype not in ("float16", "int8"):
-        raise ValueError(f"unknown weight storage {dtype!r}; choose float16 or int8")
+        raise ConfigError(f"unknown weight storage {dtype!r}; choose float16 or int8")
     m = onnx.load(str(path))
     restore = []
     for init in list(m.graph.initializer):
@@ -221,12 +203,10 @@ def compact_initializers(path: Path, dtype: str = "float16", min_size: int = 102
 
 def evaluate_onnx(path: str | Path, val_data: str | Path, progress: bool = True) -> dict:
     """Accuracy/F1 of an ONNX file on a class-folder set, and a temperature fitted there."""
-    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=progress)
-    clf = EmotionClassifier(path, calibrated=False)
-    from ferkit.core.preprocess import prepare_batch
+    from ferkit.training.evaluation import predict_logits
 
-    logits = np.concatenate([clf.logits(prepare_batch(list(fs.images[i:i + 256]), clf.input_size))
-                             for i in range(0, len(fs), 256)])
+    fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=progress)
+    logits = predict_logits(path, fs.images)
     t = fit_temperature(logits, fs.labels)
     summary = summarize(fs.labels, softmax(logits), EMOTIONS)
     return {

@@ -18,8 +18,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,35 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferkit.core.labels import EMOTIONS
-from ferkit.core.machine import NATIVE_BF16_FLAGS, cpu_info
 from ferkit.core.preprocess import normalize
 from ferkit.errors import ConfigError, DataError
+from ferkit.training.architectures import create_architecture
 from ferkit.training.config import TrainConfig
 from ferkit.training.data import FaceSet, load_faces, stratified_split
+from ferkit.training.device import choose_precision, device_name, pick_device
 from ferkit.training.metrics import summarize
-from ferkit.training.models import create_model
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def choose_precision(device: torch.device, requested: bool | None,
-                     flags: set[str] | None = None) -> tuple[bool, str]:
-    """(use bf16 autocast, why) for a run: ``requested`` True/False forces it; None picks bf16 only where native.
-
-    ``flags``: the CPU's feature flags (default: read from the machine; tests pass their own).
-    """
-    if requested is not None:
-        return requested, f"{'bf16' if requested else 'fp32'} forced by --{'' if requested else 'no-'}bf16"
-    if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-        return ok, "bf16: the GPU supports it natively" if ok else "fp32: this GPU has no native bf16"
-    flags = cpu_info()[1] if flags is None else flags
-    native = [f for f in NATIVE_BF16_FLAGS if f in flags]
-    if native and torch.backends.mkldnn.is_available():
-        return True, f"bf16: the CPU has native bf16 ({', '.join(native)})"
-    return False, "fp32: the CPU has no native bf16 (no avx512_bf16/amx_bf16), where bf16 autocast is emulated"
+from ferkit.training.views import tta_views
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -97,19 +77,17 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512,
-                   flip_tta: bool = True, device: torch.device | None = None) -> np.ndarray:
-    """uint8 ``(N, S, S)`` images → logits ``(N, 7)``; averages the mirrored view when ``flip_tta``."""
+def torch_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512,
+                 tta: str = "flip", device: torch.device | None = None) -> np.ndarray:
+    """uint8 ``(N, S, S)`` images → logits ``(N, 7)`` of a torch model, averaged over the ``tta`` views."""
     device = device or next(model.parameters()).device
     model.eval()
     out = []
     imgs = torch.as_tensor(images)
     for i in range(0, len(imgs), batch_size):
         x = normalize(imgs[i:i + batch_size, None].to(device).float()).contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
-        if flip_tta:
-            logits = (logits + model(x.flip(3)).float()) / 2
-        out.append(logits.cpu())
+        views = tta_views(x, tta, x.shape[-1])
+        out.append((sum(model(v).float() for v in views) / len(views)).cpu())
     return torch.cat(out).numpy()
 
 
@@ -174,14 +152,7 @@ def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoc
         return torch.optim.lr_scheduler.LambdaLR(opt, f)
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose onecycle, cosine or plateau")
-
-
-def device_name(device: torch.device) -> str:
-    """What a run trained on, for logs and model cards."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads, {cpu_info()[0]})"
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose onecycle, cosine or plateau")
 
 
 def training_stages(ck: dict) -> list[dict]:
@@ -226,7 +197,7 @@ def _parent_stages(init: str) -> list[dict]:
 def _build(cfg: TrainConfig, device: torch.device,
            images: np.ndarray | None = None) -> tuple[nn.Module, torch.optim.Optimizer, EMA | None]:
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, input_size=cfg.input_size)
+    model = create_architecture(cfg.model, input_size=cfg.input_size)
     if cfg.init:
         try:
             model.load_state_dict(_init_state(cfg, images))
@@ -243,7 +214,7 @@ def _build(cfg: TrainConfig, device: torch.device,
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     return model, opt, ema
 
@@ -304,12 +275,37 @@ def _fit_epochs(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor, 
         torch.cuda.synchronize()
     per_step = (time.time() - t0) / timed
     t0 = time.time()
-    predict_logits(model, val_images, flip_tta=True, device=device)
+    torch_logits(model, val_images, device=device)
     per_epoch = per_step * max(1, len(x_train) // cfg.batch_size) * 1.05 + (time.time() - t0) + 0.5
     left = cfg.time_budget - elapsed - (time.time() - t0) - per_step * (warm + timed)
     n = max(1, min(cfg.epochs, int(left // per_epoch)))
     print(f"time budget {cfg.time_budget:.0f}s: ~{per_epoch:.1f}s per epoch -> {n} epochs", flush=True)
     return n
+
+
+@dataclass
+class _Run:
+    """What a training run carries from step to step, and writes into every checkpoint."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    ema: EMA | None
+    gen: torch.Generator
+    weights: torch.Tensor | None  # per-class loss weights (--class-balance)
+    meta: dict  # device, parents, precision, teacher: recorded in each checkpoint
+    start_epoch: int = 0
+    step: int = 0
+    best: float = -1.0
+    history: list[dict] = field(default_factory=list)
+
+    def checkpoint(self, cfg: TrainConfig, epoch: int) -> dict:
+        """Everything ``--resume`` needs to continue exactly where this epoch ended."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "ema": self.ema.model.state_dict() if self.ema is not None else None,
+                "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                "step": self.step, "best": self.best, "history": self.history, "config": asdict(cfg), **self.meta}
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -320,24 +316,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     the epoch count is first cut to what fits; ``config.json`` records the count
     used, so the run can be repeated with ``--epochs``.
     """
-    from tqdm import tqdm
-
     t_start = time.time()
     cfg = replace(cfg)  # a budget rewrites epochs: never in the caller's object
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = pick_device()
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    else:
-        torch.backends.cudnn.benchmark = True
-    np.random.seed(cfg.seed)
-
+    device = _prepare_device(cfg)
     train_set, val_set = _load_sets(cfg)
-    counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
-    if (counts == 0).any():
-        missing = [e for e, c in zip(EMOTIONS, counts) if c == 0]
-        print(f"warning: no training images for {', '.join(missing)}")
     # the whole uint8 set lives where the model does (86 MB for FER2013): no per-step host copies
     x_train = torch.from_numpy(train_set.images)[:, None].to(device)
     y_train = torch.from_numpy(train_set.labels).to(device)
@@ -357,97 +341,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.time_budget > 0 and not resuming:
         cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start)
         cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
-
-    model, opt, ema = _build(cfg, device, train_set.images)
-    parents = _parent_stages(cfg.init) if cfg.init else []
-    dev_name = device_name(device)
-    steps_per_epoch = max(1, len(x_train) // cfg.batch_size)
-    sched = _make_scheduler(cfg, opt, steps_per_epoch)
-    weights = None
-    if cfg.class_balance > 0:
-        w = np.maximum(counts, 1).astype(np.float64) ** -cfg.class_balance
-        weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-
-    start_epoch, step, best, history = 0, 0, -1.0, []
+    meta = {"device": device_name(device), "parents": _parent_stages(cfg.init) if cfg.init else [],
+            "precision": why, "teacher": kd}
+    run = _start(cfg, device, train_set, len(x_train), meta)
     if resuming:
-        ck = torch.load(last, map_location=device, weights_only=False)
-        saved = TrainConfig.from_dict(ck["config"])
-        if cfg.time_budget > 0:  # a budgeted run resumes with the epoch count it chose
-            cfg.epochs, cfg.time_budget = saved.epochs, 0.0
-            sched = _make_scheduler(cfg, opt, steps_per_epoch)
-        for k in ("model", "input_size", "epochs", "batch_size", "schedule", "lr"):
-            if getattr(saved, k) != getattr(cfg, k):
-                raise ValueError(f"cannot resume {last}: it was trained with {k}={getattr(saved, k)!r}, "
-                                 f"now {getattr(cfg, k)!r}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        if ema is not None and ck.get("ema"):
-            ema.model.load_state_dict(ck["ema"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        start_epoch, step, best, history = ck["epoch"] + 1, ck["step"], ck["best"], ck["history"]
-        print(f"resuming {last} at epoch {start_epoch + 1}/{cfg.epochs}")
+        _resume(run, cfg, last, device, max(1, len(x_train) // cfg.batch_size))
     elif cfg.resume:
         print(f"nothing to resume in {out}; starting fresh")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps and step >= cfg.max_steps:
+    for epoch in range(run.start_epoch, cfg.epochs):
+        if cfg.max_steps and run.step >= cfg.max_steps:
             break
-        model.train()
-        t0 = time.time()
-        perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        perm = perm.to(device)
-        tot_loss = torch.zeros((), device=device)
-        tot_correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False)
-        for b in bar:
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            loss_sum, correct = _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, weights,
-                                            use_bf16, step, None if t_train is None else t_train[idx])
-            if cfg.schedule != "plateau":
-                sched.step()
-            step += 1
-            if ema is not None:
-                ema.update(model, step)
-            tot_loss += loss_sum
-            tot_correct += correct
-            seen += len(idx)
-            if b % 25 == 0 or b == steps_per_epoch - 1:  # reading the totals syncs a GPU: not every step
-                bar.set_postfix(loss=f"{float(tot_loss) / seen:.3f}", acc=f"{int(tot_correct) / seen:.3f}")
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-        bar.close()
-        tot_loss_f, tot_correct_i = float(tot_loss), int(tot_correct)
-
-        eval_model = ema.model if ema is not None else model
-        logits = predict_logits(eval_model, val_set.images, flip_tta=True, device=device)
-        val_loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_set.labels)))
-        summary = summarize(val_set.labels, torch.softmax(torch.from_numpy(logits), 1).numpy(), EMOTIONS)
-        if cfg.schedule == "plateau":
-            sched.step(summary["accuracy"])
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss_f / max(seen, 1),
-               "train_acc": tot_correct_i / max(seen, 1), "val_loss": val_loss, "val_acc": summary["accuracy"],
-               "val_macro_f1": summary["macro_f1"], "seconds": time.time() - t0}
-        history.append(row)
-        improved = summary["accuracy"] > best
-        if improved:
-            best = summary["accuracy"]
-            torch.save({"model": eval_model.state_dict(), "config": asdict(cfg), "epoch": epoch,
-                        "summary": summary, "history": history, "device": dev_name, "parents": parents,
-                        "precision": why, "teacher": kd}, out / "best.pt")
-        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "ema": ema.model.state_dict() if ema is not None else None, "generator": gen.get_state(),
-              "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step, "best": best,
-              "history": history, "config": asdict(cfg), "device": dev_name, "parents": parents,
-              "precision": why, "teacher": kd}
-        torch.save(ck, out / "last.tmp")
-        os.replace(out / "last.tmp", last)  # atomic: an interrupt never leaves a half-written checkpoint
-        _write_log(out / "log.csv", history)
+        row = _train_epoch(run, cfg, epoch, x_train, y_train, t_train, use_bf16, progress)
+        improved = _end_epoch(run, cfg, epoch, row, val_set, device, out)
         print(f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.3f} train_acc {row['train_acc']:.3f} "
               f"val_acc {row['val_acc']:.4f} val_f1 {row['val_macro_f1']:.4f} "
               f"({row['seconds']:.0f}s){' *' if improved else ''}", flush=True)
@@ -456,6 +363,116 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not best_file.exists():
         raise DataError(f"{out}: training produced no checkpoint")
     return torch.load(best_file, map_location="cpu", weights_only=False)["summary"]
+
+
+def _prepare_device(cfg: TrainConfig) -> torch.device:
+    """The device to train on, with its thread count or cuDNN tuning set; seeds numpy."""
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    else:
+        torch.backends.cudnn.benchmark = True
+    np.random.seed(cfg.seed)
+    return device
+
+
+def _start(cfg: TrainConfig, device: torch.device, train_set: FaceSet, n_train: int, meta: dict) -> _Run:
+    """Model, optimiser, schedule, EMA, class weights and generator of a fresh run."""
+    counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
+    if (counts == 0).any():
+        missing = [e for e, c in zip(EMOTIONS, counts) if c == 0]
+        print(f"warning: no training images for {', '.join(missing)}")
+    model, opt, ema = _build(cfg, device, train_set.images)
+    sched = _make_scheduler(cfg, opt, max(1, n_train // cfg.batch_size))
+    weights = None
+    if cfg.class_balance > 0:
+        w = np.maximum(counts, 1).astype(np.float64) ** -cfg.class_balance
+        weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    return _Run(model, opt, sched, ema, gen, weights, meta)
+
+
+def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps_per_epoch: int) -> None:
+    """Load ``last.pt`` into ``run``; ConfigError when it was trained with other essentials."""
+    ck = torch.load(last, map_location=device, weights_only=False)
+    saved = TrainConfig.from_dict(ck["config"])
+    if cfg.time_budget > 0:  # a budgeted run resumes with the epoch count it chose
+        cfg.epochs, cfg.time_budget = saved.epochs, 0.0
+        run.sched = _make_scheduler(cfg, run.opt, steps_per_epoch)
+    for k in ("model", "input_size", "epochs", "batch_size", "schedule", "lr"):
+        if getattr(saved, k) != getattr(cfg, k):
+            raise ConfigError(f"cannot resume {last}: it was trained with {k}={getattr(saved, k)!r}, "
+                              f"now {getattr(cfg, k)!r}")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    if run.ema is not None and ck.get("ema"):
+        run.ema.model.load_state_dict(ck["ema"])
+    run.gen.set_state(ck["generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    run.start_epoch, run.step, run.best, run.history = ck["epoch"] + 1, ck["step"], ck["best"], ck["history"]
+    print(f"resuming {last} at epoch {run.start_epoch + 1}/{cfg.epochs}")
+
+
+def _train_epoch(run: _Run, cfg: TrainConfig, epoch: int, x_train: torch.Tensor, y_train: torch.Tensor,
+                 t_train: torch.Tensor | None, use_bf16: bool, progress: bool) -> dict:
+    """One pass over the shuffled training set; returns the epoch's log row (training half)."""
+    from tqdm import tqdm
+
+    device = x_train.device
+    run.model.train()
+    t0 = time.time()
+    steps = max(1, len(x_train) // cfg.batch_size)
+    perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    perm = perm.to(device)
+    tot_loss = torch.zeros((), device=device)
+    tot_correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
+               leave=False)
+    for b in bar:
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        loss_sum, correct = _train_step(run.model, run.opt, x_train[idx], y_train[idx], cfg, run.gen, run.weights,
+                                        use_bf16, run.step, None if t_train is None else t_train[idx])
+        if cfg.schedule != "plateau":
+            run.sched.step()
+        run.step += 1
+        if run.ema is not None:
+            run.ema.update(run.model, run.step)
+        tot_loss += loss_sum
+        tot_correct += correct
+        seen += len(idx)
+        if b % 25 == 0 or b == steps - 1:  # reading the totals syncs a GPU: not every step
+            bar.set_postfix(loss=f"{float(tot_loss) / seen:.3f}", acc=f"{int(tot_correct) / seen:.3f}")
+        if cfg.max_steps and run.step >= cfg.max_steps:
+            break
+    bar.close()
+    return {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "train_loss": float(tot_loss) / max(seen, 1),
+            "train_acc": int(tot_correct) / max(seen, 1), "seconds": time.time() - t0}
+
+
+def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, row: dict, val_set: FaceSet, device: torch.device,
+               out: Path) -> bool:
+    """Validate, log, and checkpoint (``best.pt`` on improvement, ``last.pt`` always); True if improved."""
+    eval_model = run.ema.model if run.ema is not None else run.model
+    logits = torch_logits(eval_model, val_set.images, device=device)
+    val_loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_set.labels)))
+    summary = summarize(val_set.labels, torch.softmax(torch.from_numpy(logits), 1).numpy(), EMOTIONS)
+    if cfg.schedule == "plateau":
+        run.sched.step(summary["accuracy"])
+    seconds = row.pop("seconds")
+    row.update({"val_loss": val_loss, "val_acc": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
+                "seconds": seconds})
+    run.history.append(row)
+    improved = summary["accuracy"] > run.best
+    if improved:
+        run.best = summary["accuracy"]
+        torch.save({"model": eval_model.state_dict(), "config": asdict(cfg), "epoch": epoch, "summary": summary,
+                    "history": run.history, **run.meta}, out / "best.pt")
+    torch.save(run.checkpoint(cfg, epoch), out / "last.tmp")
+    os.replace(out / "last.tmp", out / "last.pt")  # atomic: an interrupt never leaves a half-written checkpoint
+    _write_log(out / "log.csv", run.history)
+    return improved
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -469,7 +486,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     """Model (eval mode, best/EMA weights) and config from a ``best.pt``/``last.pt`` file."""
     ck = torch.load(path, map_location=device, weights_only=False)
     cfg = TrainConfig.from_dict(ck["config"])
-    model = create_model(cfg.model, input_size=cfg.input_size)
+    model = create_architecture(cfg.model, input_size=cfg.input_size)
     state = ck.get("ema") or ck["model"]
     model.load_state_dict(state)
     return model.eval(), cfg

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ferkit.core.classification import softmax
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int = 7) -> np.ndarray:
     """``cm[i, j]`` = number of samples of true class i predicted as j."""
@@ -40,13 +42,6 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
     return float(ece)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ferkit.core.preprocess import normalize
 from ferkit.errors import ModelError
-from ferkit.training.models import create_model
+from ferkit.training.architectures import create_architecture
 
 
 def _constants(graph) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def members_from_onnx(path: str | Path, architectures: list[str], images: np.nda
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
     members, k = [], 0
     for j, arch in enumerate(architectures):
-        net = create_model(arch, input_size=input_size)
+        net = create_architecture(arch, input_size=input_size)
         pairs, head = _layers(net)
         if k + len(pairs) > len(convs) or j >= len(gemms):
             raise ModelError(f"{path}: has fewer layers than the architectures {architectures} need")

@@ -24,7 +24,7 @@ from ferkit.apps.cli.common import (
     err,
     silence_stdout,
 )
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError, FerkitError
 
 #: Modules of this package that each register a group of subcommands (``add_parsers(sub)``), in help order.
 COMMAND_GROUPS = ("analyze", "video", "serve", "training", "detector")
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 on usage errors
     try:
         return int(args.func(args) or 0)
-    except UsageError as e:
+    except (UsageError, ConfigError) as e:  # a flag value the library refused says which setting and why
         err(str(e))
         return EXIT_USAGE
     except FerkitError as e:
@@ -62,6 +62,3 @@ def main(argv: list[str] | None = None) -> int:
     except StdoutClosed:
         silence_stdout()
         return EXIT_STDOUT_CLOSED
-    except ValueError as e:  # bad option values surfacing from the library (e.g. unknown schedule)
-        err(str(e))
-        return EXIT_USAGE

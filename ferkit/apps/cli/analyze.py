@@ -16,6 +16,7 @@ from ferkit.apps.cli.common import (
     emit,
     err,
 )
+from ferkit.core.writers import DEFAULT_OUTPUT
 from ferkit.errors import FerkitError
 
 
@@ -23,15 +24,15 @@ def _add_analyze(sub) -> None:
     p = sub.add_parser("analyze", help="find faces and label emotions in photos",
                        description="Analyse image files, folders (recursive) or glob patterns.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", default="ferkit_results", help="folder for annotated images and the "
-                   "results file (default ferkit_results)")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help="folder for annotated images and the "
+                   f"results file (default {DEFAULT_OUTPUT})")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="results file format "
                    "(parquet: --engine ray)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image to stdout")
     p.add_argument("--no-images", action="store_true", help="do not write annotated images")
     p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
     add_pipeline_options(p)
-    from ferkit.apps.distributed import add_engine_arguments
+    from ferkit.apps.cli.engine import add_engine_arguments
 
     add_engine_arguments(p)
     p.set_defaults(func=_cmd_analyze)
@@ -39,7 +40,7 @@ def _add_analyze(sub) -> None:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.engine == "ray":  # same per-image function on Ray workers, resumable: ferkit/apps/distributed.py
-        from ferkit.apps.distributed import analyze_main
+        from ferkit.apps.cli.engine import analyze_main
 
         return analyze_main(args)
     if args.format == "parquet":
@@ -108,21 +109,9 @@ def _add_models(sub) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL, list_models, resolve_model
-    from ferkit.core.detection import DEFAULT_DETECTOR, detector_install, detector_missing, list_detectors
+    from ferkit.core.catalog import detector_entries, model_entries
 
-    models = []
-    for name in list_models():
-        info = resolve_model(name)
-        meta = info.meta or {}
-        models.append({"name": name, "default": name == DEFAULT_MODEL, "video_default": name == REALTIME_MODEL,
-                       "val_accuracy": meta.get("val", {}).get("accuracy"), "params": meta.get("params"),
-                       "mmacs_per_face": meta.get("mmacs_per_face"), "file": str(info.path)})
-    dets = []
-    for d in list_detectors():
-        missing = detector_missing(d)  # looks for the package/files without loading anything
-        dets.append({"name": d, "default": d == DEFAULT_DETECTOR, "installed": missing is None,
-                     "install": detector_install(d) or None, "missing": missing})
+    models, dets = model_entries(), detector_entries()
     if args.json:
         print(json.dumps({"models": models, "detectors": dets}, indent=2))
         return EXIT_OK
@@ -130,7 +119,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         acc = f"{m['val_accuracy']:.1%} val" if m["val_accuracy"] else "no val figure"
         cost = f", {m['mmacs_per_face']:.0f} MMACs/face" if m["mmacs_per_face"] else ""
-        role = " (default)" if m["default"] else " (video/camera default)" if m["video_default"] else ""
+        role = " (default)" if m["default"] else " (most accurate, slower)" if m["most_accurate"] else ""
         print(f"  {m['name']}{role}: {acc}{cost}")
     print("face detectors:")
     for d in dets:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ferkit.core.settings import Settings
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: 128 + SIGPIPE: what a shell reports for a program stopped because its output pipe closed (`yes | head -1`).
@@ -51,33 +55,55 @@ def silence_stdout() -> None:
         pass
 
 
-def add_pipeline_options(p: argparse.ArgumentParser, realtime: bool = False) -> None:
-    from ferkit.core.classification import DEFAULT_MODEL, REALTIME_MODEL
-    from ferkit.core.detection import DEFAULT_DETECTOR
-
-    model = REALTIME_MODEL if realtime else DEFAULT_MODEL
-    g = p.add_argument_group("models and quality gate")
-    g.add_argument("--model", default=model, help=f"classifier name or .onnx path (default {model}; "
-                   "`ferkit models` lists them)")
-    g.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector (default {DEFAULT_DETECTOR}); "
-                   "see `ferkit models`")
-    g.add_argument("--min-face-size", type=float, help="px; smaller faces are reported as too_small")
-    g.add_argument("--min-sharpness", type=float, help="Laplacian variance of the 48×48 crop; below = blurry")
-    g.add_argument("--max-yaw", type=float, help="0 frontal … 1 profile; above = turned_away")
-    g.add_argument("--min-score", type=float, help="detector confidence; below = low_score")
+#: Quality-gate flags: (flag field, help). Their defaults live in QualityGate only.
+_QUALITY_FLAGS = (
+    ("min_face_size", "px; smaller faces are reported as too_small"),
+    ("min_sharpness", "Laplacian variance of the 48×48 crop; below = blurry"),
+    ("max_yaw", "0 frontal … 1 profile; above = turned_away"),
+    ("min_score", "detector confidence; below = low_score"),
+)
 
 
-def build_recognizer(args: argparse.Namespace, threads: int | None = None):
-    """Recognizer from the shared command-line options (used by analyze, video, camera, serve).
+def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> None:
+    """The flags of :class:`~ferkit.core.settings.Settings`, with the defaults of settings ``profile``.
 
-    ``threads``: onnxruntime threads for the classifier (None/0 = onnxruntime's default).
+    Every flag defaults to None, meaning "the profile's value", so the defaults stay defined
+    only in ``ferkit/core/settings.py`` and ``ferkit/core/quality.py``; the help shows them.
     """
     from ferkit.core.quality import QualityGate
-    from ferkit.core.recognizer import Recognizer
+    from ferkit.core.settings import Settings
 
-    gate = QualityGate()
-    for name in ("min_face_size", "min_sharpness", "max_yaw", "min_score"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(gate, name, value)
-    return Recognizer(model=args.model, detector=args.detector, quality=gate, threads=threads)
+    d, gate = Settings.profile(profile), QualityGate()
+    size = "the detector's own" if d.detect_size is None else f"{d.detect_size}"
+    g = p.add_argument_group("models, quality gate and labels")
+    g.add_argument("--model", help=f"classifier name or .onnx path (default {d.model}; `ferkit models` lists them)")
+    g.add_argument("--detector", help=f"face detector (default {d.detector}); see `ferkit models`")
+    g.add_argument("--detect-size", type=int, metavar="PX", help=f"the detector sees images with the longer side "
+                   f"at most PX (default {size}; 0 = full size); smaller is faster, small faces are missed")
+    g.add_argument("--threads", type=int, help=f"classifier threads (default {d.threads or 'one per core'}; "
+                   "0 = one per core)")
+    g.add_argument("--lang", help=f"language of the emotion labels: en or zh (default {d.lang})")
+    for name, text in _QUALITY_FLAGS:
+        g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{text} (default {getattr(gate, name):g})")
+
+
+def settings_from_args(args: argparse.Namespace, profile: str = "photo", **extra: Any) -> Settings:
+    """The :class:`~ferkit.core.settings.Settings` that the flags of :func:`add_pipeline_options` describe.
+
+    Raises:
+        UsageError: a flag value the settings refuse (exit code 2).
+    """
+    from ferkit.core.settings import Settings
+    from ferkit.errors import ConfigError
+
+    quality = {name: getattr(args, name) for name, _ in _QUALITY_FLAGS if getattr(args, name, None) is not None}
+    try:
+        return Settings.profile(profile, model=args.model, detector=args.detector, detect_size=args.detect_size,
+                                threads=args.threads, lang=args.lang, quality=quality or None, **extra)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def build_recognizer(args: argparse.Namespace, profile: str = "photo", **extra: Any):
+    """Load the pipeline the flags describe (:func:`settings_from_args`, then the models)."""
+    return settings_from_args(args, profile, **extra).build()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ferkit.apps.cli.common import EXIT_OK, UsageError, add_pipeline_options, build_recognizer
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError, FerkitError
 
 
 def _add_serve(sub) -> None:
@@ -36,8 +36,6 @@ def _add_serve(sub) -> None:
                    f"in MiB (default {S.max_upload_bytes / 2**20:g})")
     p.add_argument("--max-megapixels", type=float, default=S.max_pixels / 1e6, help="largest image in "
                    f"megapixels, checked from the header before decoding (default {S.max_pixels / 1e6:g})")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per inference (default 1: "
-                   "parallelism comes from --workers; 0 = onnxruntime's default)")
     p.add_argument("--api-key", default=None, help="require this X-API-Key header on /v1/ requests (default: "
                    "env FERKIT_API_KEY; prefer the variable, arguments are visible to other users)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
@@ -48,7 +46,7 @@ def _add_serve(sub) -> None:
                    "over https or on localhost")
     p.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    add_pipeline_options(p)
+    add_pipeline_options(p, "service")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -59,10 +57,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from ferkit.apps.service import app as service
     except ImportError as e:
         raise FerkitError(f"serve needs FastAPI and uvicorn: pip install 'ferkit[serve]' ({e})") from None
-    from ferkit.core.detection import create_detector
-
-    for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 0),
-                             ("--threads", args.threads, 0)):
+    for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 0)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.port > 65535 or args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
@@ -78,21 +73,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             header_timeout_s=args.header_timeout, max_connections_per_client=args.max_client_connections,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_megapixels * 1_000_000),
             api_key=api_key)
-    except ValueError as e:  # ConfigError from the settings' own checks
+    except ConfigError as e:  # the settings' own checks
         raise UsageError(f"{e} (see ferkit serve --help)") from None
     if args.allow_host:
         settings.allowed_hosts = service.LOOPBACK_HOSTS + tuple(args.allow_host)
-    threads = args.threads or None
-    # Workers share one Recognizer; one onnxruntime thread per inference keeps N workers on N cores
-    # instead of N × cores threads fighting (measured in docs/service.md).
-    rec_args = argparse.Namespace(**vars(args))
-    if isinstance(args.detector, str):
-        try:
-            rec_args.detector = create_detector(args.detector, threads=threads)
-        except TypeError:  # a detector without a threads option
-            rec_args.detector = create_detector(args.detector)
-    rec = build_recognizer(rec_args, threads=threads)
-    rec.max_pixels = settings.max_pixels
+    # Workers share one Recognizer, built from the "service" profile (one thread per inference).
+    rec = build_recognizer(args, "service", max_pixels=settings.max_pixels)
     print(f"ferkit: starting http{'s' if args.ssl_certfile else ''}://{args.host}:{args.port}/ "
           f"(model {rec.model_name}, detector {rec.detector_name}, {settings.workers} workers, "
           f"API key {'required' if api_key else 'off'}); API docs at /docs, Ctrl+C to stop",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -74,7 +73,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ferkit.core.classification import DEFAULT_MODEL
+    from ferkit.core.settings import DEFAULT_MODEL
     from ferkit.training.evaluation import evaluate, print_report
 
     report = evaluate(args.data, args.model or DEFAULT_MODEL, split=args.split, tta=args.tta,
@@ -105,16 +104,22 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _export_command(args: argparse.Namespace) -> str:
+    """The command that repeats this export, for its model card (the note is shown on the card itself)."""
+    parts = ["ferkit export", *map(str, args.checkpoints), "-o", str(args.output), "--tta", args.tta]
+    if args.val_data:
+        parts += ["--val-data", str(args.val_data)]
+    parts += [flag for flag, on in (("--int8", args.int8), ("--fp16-weights", args.fp16_weights),
+                                    ("--int8-weights", args.int8_weights)) if on]
+    return " ".join(parts)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     try:
         from ferkit.training.export import export_onnx
     except ImportError as e:
         raise FerkitError(f"export needs PyTorch and onnx: pip install 'ferkit[train]' ({e})") from None
-    argv = sys.argv[2:]
-    if "--note" in argv:  # the card shows the note itself; the command line stays readable
-        i = argv.index("--note")
-        argv = argv[:i] + argv[i + 2:]
-    command = "ferkit export " + " ".join(argv)
+    command = _export_command(args)
     r = export_onnx(args.checkpoints, args.output, val_data=args.val_data, tta=args.tta,
                     int8=args.int8, fp16_weights=args.fp16_weights, command=command,
                     note=args.note, int8_weights=args.int8_weights)

@@ -20,7 +20,7 @@ from ferkit.apps.cli.common import (
 
 
 def _add_video(sub) -> None:
-    from ferkit.apps.video import TABLE_FORMATS, VideoOptions, add_tracking_arguments, use_video_detector
+    from ferkit.apps.video import TABLE_FORMATS, VideoOptions, add_tracking_arguments
 
     d = VideoOptions()
     p = sub.add_parser(
@@ -44,9 +44,8 @@ def _add_video(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_tracking_arguments(p)
-    add_pipeline_options(p, realtime=True)
-    use_video_detector(p)
-    from ferkit.apps.distributed import add_engine_arguments
+    add_pipeline_options(p, "video")
+    from ferkit.apps.cli.engine import add_engine_arguments
 
     add_engine_arguments(p, batch=False)
     p.set_defaults(func=_cmd_video)
@@ -58,23 +57,21 @@ def _cmd_video(args: argparse.Namespace) -> int:
         format_summary,
         open_video,
         options_from_args,
-        prepare_recognizer,
         process_video,
     )
 
     if args.engine == "ray":  # one Ray task per video, each running process_video: ferkit/apps/distributed.py
-        from ferkit.apps.distributed import video_main
+        from ferkit.apps.cli.engine import video_main
 
         return video_main(args)
     if len(args.input) > 1:
         raise UsageError("one video at a time with the local engine; several videos or a folder need --engine ray")
     args.input = args.input[0]
     options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
-    options.validate()  # ValueError → usage error (exit 2) before any model loads
+    options.validate()  # ConfigError → usage error (exit 2) before any model loads
     open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
     check_outputs(args.input, args.output, args.results, write_video=not args.no_video)
-    rec = prepare_recognizer(build_recognizer(args, threads=args.threads),
-                             threads=args.threads, detect_size=args.detect_size)
+    rec = build_recognizer(args, "video")
     report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
                            write_video=not args.no_video, progress=not args.no_progress)
     # Through emit, like `ferkit analyze`: `| head -1` ends with exit 141 and no traceback (outputs are written).
@@ -95,7 +92,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _add_camera(sub) -> None:
-    from ferkit.apps.video import add_tracking_arguments, use_video_detector
+    from ferkit.apps.video import add_tracking_arguments
 
     p = sub.add_parser(
         "camera", help="live camera with overlay (or JSON lines when headless)",
@@ -107,13 +104,12 @@ def _add_camera(sub) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--bars", action="store_true", help="draw probability bars beside each face")
     add_tracking_arguments(p)
-    add_pipeline_options(p, realtime=True)
-    use_video_detector(p)
+    add_pipeline_options(p, "video")
     p.set_defaults(func=_cmd_camera)
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
-    from ferkit.apps.video import open_camera, options_from_args, prepare_recognizer, run_camera
+    from ferkit.apps.video import open_camera, options_from_args, run_camera
 
     options = options_from_args(args)
     options.validate()
@@ -121,8 +117,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     device = int(args.device) if args.device.strip().isdigit() else args.device
     open_camera(device).release()  # an absent or busy camera fails fast, before the models load
-    rec = prepare_recognizer(build_recognizer(args, threads=args.threads),
-                             threads=args.threads, detect_size=args.detect_size)
+    rec = build_recognizer(args, "video")
     try:
         n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)
     except KeyboardInterrupt:

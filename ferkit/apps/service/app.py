@@ -60,7 +60,8 @@ try:  # FastAPI is the optional extra `ferkit[serve]`.
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise FerkitError(f"the HTTP service needs FastAPI and uvicorn: pip install 'ferkit[serve]' ({e})") from None
 
-from ferkit.apps.service.upload import IMAGE_FORMATS, ServiceError, read_image_upload, sniff_format
+from ferkit.apps.service.upload import IMAGE_FORMATS, ServiceError, read_image_upload
+from ferkit.core.image_headers import sniff_format
 
 __all__ = ["ServiceSettings", "ServiceError", "Admission", "create_app", "serve", "check_bind", "is_loopback",
            "sniff_format", "read_image_upload", "default_workers", "IMAGE_FORMATS", "LOOPBACK_HOSTS"]
@@ -80,22 +81,15 @@ def error_response(status: int, code: str, detail: Any, headers: dict[str, str] 
 # ----------------------------------------------------------------------------- the app
 
 def _models_payload(recognizer: Any, settings: ServiceSettings) -> dict:
-    from ferkit.core.classification import DEFAULT_MODEL, list_models, resolve_model
-    from ferkit.core.detection import DEFAULT_DETECTOR, list_detectors
+    from ferkit.core.catalog import detector_entries, model_entries
+    from ferkit.core.settings import DEFAULT_DETECTOR, DEFAULT_MODEL
 
-    models = []
-    for name in list_models():
-        try:
-            meta = resolve_model(name).meta or {}
-        except FerkitError:
-            meta = {}
-        val = meta.get("val") or {}
-        models.append({"name": name, "default": name == DEFAULT_MODEL, "val_accuracy": val.get("accuracy"),
-                       "val_macro_f1": val.get("macro_f1"), "params": meta.get("params"),
-                       "input_size": meta.get("input_size")})
+    models = [{k: m[k] for k in ("name", "default", "most_accurate", "val_accuracy", "val_macro_f1", "params",
+                                 "input_size")} for m in model_entries()]
+    detectors = [{k: d[k] for k in ("name", "default", "installed")} for d in detector_entries()]
     return {
         "models": models,
-        "detectors": [{"name": d, "default": d == DEFAULT_DETECTOR} for d in list_detectors()],
+        "detectors": detectors,
         "default_model": DEFAULT_MODEL,
         "default_detector": DEFAULT_DETECTOR,
         "loaded": {"model": getattr(recognizer, "model_name", None),
@@ -361,6 +355,22 @@ def _add_page_routes(app: FastAPI) -> None:
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
+def _add_docs_routes(app: FastAPI) -> None:
+    """Swagger UI at /docs from the ``swagger-ui-bundle`` package, so the API docs work offline
+    (FastAPI's own /docs loads its JavaScript from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferkit API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
+
 def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -379,9 +389,9 @@ def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) 
 
     settings = settings or ServiceSettings()
     if recognizer is None:
-        from ferkit.core.recognizer import Recognizer
+        from ferkit.core.settings import Settings
 
-        recognizer = Recognizer(max_pixels=settings.max_pixels)
+        recognizer = Settings.profile("service", max_pixels=settings.max_pixels).build()
     inference = Inference(recognizer, settings)
 
     @asynccontextmanager
@@ -391,7 +401,7 @@ def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) 
         inference.shutdown()
 
     app = FastAPI(
-        title="ferkit", version=__version__, lifespan=lifespan,
+        title="ferkit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Facial expression recognition: find every face, judge whether it can be read, label seven "
                     "emotions. Send an image as multipart `file`, raw bytes with `Content-Type: image/jpeg` (or "
                     "png, webp, bmp, gif) or JSON `{\"image\": \"<base64 or data URL>\"}`. Errors are JSON "
@@ -417,6 +427,7 @@ def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) 
 
     _add_api_routes(app, inference, require_key)
     _add_page_routes(app)
+    _add_docs_routes(app)
     return app
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from ferkit.apps.service.limits import BodyTicket, ServiceSettings
+from ferkit.core.image_headers import sniff_format
 from ferkit.core.images import probe_image
 from ferkit.errors import ImageError, ImageTooLargeError
 
@@ -46,21 +47,6 @@ class ServiceError(Exception):
 def fmt_bytes(n: float) -> str:
     """A byte count for people: ``512 bytes``, ``1.5 KiB``, ``20.0 MiB``."""
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{int(n)} bytes"
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Image format from magic bytes (one of :data:`IMAGE_FORMATS`), or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:2] == b"BM" and len(data) >= 26:
-        return "bmp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    return None
 
 
 def _check_declared_type(mime: str | None, where: str) -> None:

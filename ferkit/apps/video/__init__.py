@@ -25,46 +25,33 @@ Audio is not copied: OpenCV reads and writes pictures only.
 
 from __future__ import annotations
 
-import os
+import cv2
 
-# FFmpeg prints its own decoder complaints ("moov atom not found", "partial file") on stderr;
-# ferkit reports these conditions itself in one line. OpenCV reads these variables when its
-# FFmpeg backend first opens a file; a user who set them keeps their choice.
-if "OPENCV_FFMPEG_DEBUG" not in os.environ:
-    os.environ["OPENCV_FFMPEG_DEBUG"] = "1"
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-
-import cv2  # noqa: E402  (after the variables above)
-
-from ferkit.apps.video.analyzer import FrameAnalyzer, FrameResult, TrackSample  # noqa: E402
-from ferkit.apps.video.args import add_tracking_arguments, options_from_args, use_video_detector  # noqa: E402
-from ferkit.apps.video.camera import NO_WINDOW_HINT, display_available, run_camera, window_unavailable  # noqa: E402
-from ferkit.apps.video.files import process_video  # noqa: E402
-from ferkit.apps.video.io import (  # noqa: E402
+from ferkit.apps.video.analyzer import FrameAnalyzer, FrameResult, TrackSample
+from ferkit.apps.video.args import add_tracking_arguments, options_from_args
+from ferkit.apps.video.camera import NO_WINDOW_HINT, display_available, run_camera, window_unavailable
+from ferkit.apps.video.files import process_video
+from ferkit.apps.video.io import (
     VideoInfo,
     check_outputs,
     default_outputs,
     open_camera,
     open_video,
-    prepare_recognizer,
 )
-from ferkit.apps.video.options import (  # noqa: E402
+from ferkit.apps.video.options import (
     FALLBACK_FPS,
     TABLE_FORMATS,
-    VIDEO_DETECT_SIZE,
-    VIDEO_DETECTOR,
     VIDEO_SUFFIXES,
     VideoOptions,
-    default_video_detector,
 )
-from ferkit.apps.video.report import TrackSummary, VideoReport, _Series, format_summary  # noqa: E402
-from ferkit.apps.video.table import TABLE_COLUMNS, TrackTable  # noqa: E402
+from ferkit.apps.video.report import TrackSummary, VideoReport, _Series, format_summary
+from ferkit.apps.video.table import TABLE_COLUMNS, TrackTable
 
 __all__ = [
-    "FALLBACK_FPS", "NO_WINDOW_HINT", "TABLE_COLUMNS", "TABLE_FORMATS", "VIDEO_DETECTOR", "VIDEO_DETECT_SIZE",
+    "FALLBACK_FPS", "NO_WINDOW_HINT", "TABLE_COLUMNS", "TABLE_FORMATS",
     "VIDEO_SUFFIXES", "FrameAnalyzer", "FrameResult", "TrackSample", "TrackSummary", "TrackTable", "VideoInfo",
     "VideoOptions", "VideoReport", "_Series", "add_tracking_arguments", "check_outputs", "cv2",
-    "default_outputs", "default_video_detector", "display_available", "format_summary", "open_camera",
-    "open_video", "options_from_args", "prepare_recognizer", "process_video", "run_camera", "use_video_detector",
+    "default_outputs", "display_available", "format_summary", "open_camera",
+    "open_video", "options_from_args", "process_video", "run_camera",
     "window_unavailable",
 ]

@@ -1,11 +1,11 @@
-"""Command-line options shared by ``ferkit video`` and ``ferkit camera`` (cli.py holds only the commands)."""
+"""Command-line options shared by ``ferkit video`` and ``ferkit camera`` (the commands: ferkit/apps/cli/video.py)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ferkit.apps.video.options import VIDEO_DETECT_SIZE, VideoOptions, default_video_detector
+from ferkit.apps.video.options import VideoOptions
 from ferkit.apps.video.tracking import SMOOTHING_METHODS
 
 
@@ -38,20 +38,6 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
                    f"smoother, memory about 1/alpha frames (default {d.alpha:g})")
     g.add_argument("--window", type=int, default=d.window, help=f"window smoothing length in frames "
                    f"(default {d.window})")
-    g.add_argument("--detect-size", type=int, default=VIDEO_DETECT_SIZE, metavar="PX",
-                   help=f"downscale frames to this longer side for the detector (default {VIDEO_DETECT_SIZE}; 0 = "
-                   "full size); smaller is faster but small faces get low scores or are missed")
-    g.add_argument("--threads", type=int, default=1, help="classifier threads (default 1: fastest on small or "
-                   "busy machines; a second core decodes and encodes)")
-
-
-def use_video_detector(p: argparse.ArgumentParser) -> None:
-    """Make the fast video detector the default of ``--detector`` (added by the shared recognizer options)."""
-    name = default_video_detector()
-    p.set_defaults(detector=name)
-    for action in p._actions:  # the shared option's help names the photo default
-        if action.dest == "detector":
-            action.help = f"face detector (default for video: {name}); see `ferkit models`"
 
 
 def options_from_args(args: argparse.Namespace, **extra: Any) -> VideoOptions:

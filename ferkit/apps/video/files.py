@@ -22,11 +22,11 @@ from ferkit.apps.video.io import (
     check_outputs,
     default_outputs,
     open_video,
-    prepare_recognizer,
 )
 from ferkit.apps.video.options import VideoOptions
 from ferkit.apps.video.report import TrackSummary, VideoReport, _save_track_plot, _TrackLog
 from ferkit.apps.video.table import TrackTable
+from ferkit.core.settings import Settings
 from ferkit.errors import OutputError, VideoError
 
 
@@ -80,7 +80,7 @@ def _open(src: Path, video_path: Path, folder: Path, output: Any, results_dir: A
             raise VideoError(f"{src}: contains no decodable frames (empty or damaged video)")
         check_outputs(src, output, results_dir, write_video)
         if recognizer is None:
-            recognizer = prepare_recognizer(None)
+            recognizer = Settings.profile("video").build()
         h, w = frame.shape[:2]
         table = TrackTable(folder / src.stem, options.table_format, flush_every=max(1, round(info.fps)))
         try:
@@ -159,7 +159,7 @@ def process_video(input_path: str | Path, output: str | Path | None = None, resu
         input_path: any container/codec OpenCV's FFmpeg reads.
         output: annotated video path (ignored when ``write_video`` is False).
         results_dir: folder for the table, plots and summary.
-        recognizer: a :class:`~ferkit.Recognizer`, used as given (default: :func:`prepare_recognizer`'s).
+        recognizer: a :class:`~ferkit.Recognizer`, used as given (default: ``Settings.profile("video").build()``).
         options: :class:`VideoOptions`.
         write_video: write the annotated video.
         progress: show a tqdm progress bar (frames/s) on stderr when it is a terminal.

@@ -13,9 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.apps.video.options import FALLBACK_FPS, VIDEO_DETECT_SIZE, VIDEO_SUFFIXES, default_video_detector
+from ferkit.apps.video.options import FALLBACK_FPS, VIDEO_SUFFIXES
 from ferkit.core.results import Face
-from ferkit.core.writers import ensure_writable_dir
+from ferkit.core.writers import DEFAULT_OUTPUT, ensure_writable_dir
 from ferkit.errors import OutputError, VideoError
 
 
@@ -139,44 +139,13 @@ class _BackgroundWriter:
             raise OutputError(f"writing the annotated video failed: {self._error}")
 
 
-def prepare_recognizer(recognizer: Any = None, threads: int | None = 1,
-                       detect_size: int | None = VIDEO_DETECT_SIZE) -> Any:
-    """Set a recognizer up for video: classifier threads and detector input size.
-
-    Args:
-        recognizer: a :class:`~ferkit.Recognizer`; None builds one with the fast video detector.
-        threads: onnxruntime threads for the classifier (None = leave as is, 0 = onnxruntime's default).
-            One thread is fastest for this loop on small or busy machines: a second core decodes and
-            encodes frames, and multi-threaded inference of one or two faces mostly waits on its threads.
-        detect_size: the detector sees frames downscaled so the longer side is at most this (None =
-            leave the detector's own setting). See :data:`VIDEO_DETECT_SIZE`; smaller is faster but small
-            faces get low detector scores (reported unreadable) or are missed.
-
-    Returns:
-        The recognizer (changed in place when one was given).
-    """
-    if threads is not None and threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {threads}")
-    if detect_size is not None and detect_size < 0:
-        raise ValueError(f"--detect-size must be >= 0 (0 = full size), got {detect_size}")
-    if recognizer is None:
-        from ferkit.core.classification import REALTIME_MODEL
-        from ferkit.core.recognizer import Recognizer
-
-        return prepare_recognizer(Recognizer(model=REALTIME_MODEL, detector=default_video_detector(),
-                                             threads=threads), None, detect_size)
-    if threads is not None:
-        from ferkit.core.classification import EmotionClassifier
-
-        old = recognizer.classifier
-        if old.session.get_session_options().intra_op_num_threads != threads:
-            # Sessions cannot change thread count; reloading the model is cheap (tens of ms).
-            new = EmotionClassifier(old.info.path, threads=threads)
-            new.temperature, new.name = old.temperature, old.name
-            recognizer.classifier = new
-    if detect_size is not None and hasattr(recognizer.detector, "max_side"):
-        recognizer.detector.max_side = int(detect_size)
-    return recognizer
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own decoder complaints ("moov atom not found") off stderr: ferkit reports these
+    conditions itself in one line. OpenCV reads the variables when its FFmpeg back-end first opens a
+    file, so this runs just before; a user who set them keeps their choice."""
+    if "OPENCV_FFMPEG_DEBUG" not in os.environ:
+        os.environ["OPENCV_FFMPEG_DEBUG"] = "1"
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
@@ -194,6 +163,7 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
         raise VideoError(f"{p}: file is empty (0 bytes)")
     if not os.access(p, os.R_OK):
         raise VideoError(f"{p}: permission denied (not readable)")
+    quiet_ffmpeg()
     # FFmpeg explicitly: OpenCV's fallback back-ends would otherwise try an image-sequence reading of the name.
     api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
     with _QuietOpenCV():
@@ -219,6 +189,7 @@ def open_camera(device: int | str) -> cv2.VideoCapture:
         ferkit.errors.VideoError: no such camera, busy, or not delivering frames.
     """
     name = f"camera {device}" if isinstance(device, int) else str(device)
+    quiet_ffmpeg()
     with _QuietOpenCV():
         cap = cv2.VideoCapture(device)
     if not cap.isOpened():
@@ -244,7 +215,7 @@ def default_outputs(input_path: str | Path, output: str | Path | None = None,
                     results_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Annotated-video path and results folder: ``ferkit_results/<stem>.annotated.mp4`` and its folder."""
     stem = Path(input_path).stem
-    video = Path(output) if output is not None else Path("ferkit_results") / f"{stem}.annotated.mp4"
+    video = Path(output) if output is not None else Path(DEFAULT_OUTPUT) / f"{stem}.annotated.mp4"
     folder = Path(results_dir) if results_dir is not None else video.parent
     return video, folder
 

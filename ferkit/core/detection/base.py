@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.core import runtime
+from ferkit.core.geometry import overlap
+from ferkit.core.settings import DEFAULT_DETECTOR
 from ferkit.errors import InputError, ModelError
 
 
@@ -51,8 +54,6 @@ class FaceDetector:
 
 
 _DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
-#: The detector every front end uses unless told otherwise (defined here only).
-DEFAULT_DETECTOR = "retinaface"
 
 
 def register_detector(name: str) -> Callable[[Callable[..., FaceDetector]], Callable[..., FaceDetector]]:
@@ -184,17 +185,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         return np.zeros(0, np.intp)
     order = np.argsort(-scores, kind="stable")
     b = boxes[order]
-    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
     # All pairwise overlaps at once (callers keep N to at most ~1000), then one cheap pass in
     # score order: a Python loop per box but no numpy call per box unless it is kept.
-    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    if mode == "min":
-        denom = np.minimum(area[:, None], area[None, :])
-    else:
-        denom = area[:, None] + area[None, :] - inter
-    over = inter > threshold * np.maximum(denom, 1e-9)
+    over = overlap(b, b, "min" if mode == "min" else "iou") > threshold
     suppressed = np.zeros(n, bool)
     keep = []
     for i in range(n):
@@ -223,25 +216,5 @@ def to_detections(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | No
 
 
 def ort_session(path: Path | str | bytes, threads: int | None):
-    """onnxruntime CPU session for a small detector net (a file path or the model's bytes).
-
-    Raises:
-        ferkit.errors.ModelError: the file is missing or is not a model onnxruntime can load.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads:
-        opts.intra_op_num_threads = threads
-    # Busy-waiting worker threads only steal CPU from other work on small machines;
-    # these nets are tiny, so waking threads costs less than spinning.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    model = path if isinstance(path, bytes) else str(path)
-    try:
-        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-        where = "model bytes" if isinstance(path, bytes) else str(path)
-        raise ModelError(f"{where}: cannot load ONNX model ({e})") from None
+    """A session for a small detector net: :func:`ferkit.core.runtime.ort_session` without spinning threads."""
+    return runtime.ort_session(path, threads, spin=False)

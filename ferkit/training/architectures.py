@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ferkit.errors import ConfigError
+
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFactory] = {}
 
@@ -23,24 +25,24 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
     def wrap(fn: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
+            raise ConfigError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
         return fn
 
     return wrap
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
+def list_architectures() -> list[str]:
+    """Names accepted by :func:`create_architecture`."""
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 7, input_size: int = 48, **kwargs) -> nn.Module:
+def create_architecture(name: str, num_classes: int = 7, input_size: int = 48, **kwargs) -> nn.Module:
     """Build an untrained model by registry name."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}") from None
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_architectures())}") from None
     return factory(num_classes=num_classes, input_size=input_size, **kwargs)
 
 
@@ -73,7 +75,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         if head == "fc":
             if size < 1:
-                raise ValueError(f"input_size {input_size} too small for {cfg.count('M')} pools")
+                raise ConfigError(f"input_size {input_size} too small for {cfg.count('M')} pools")
             self.head = nn.Sequential(
                 nn.Flatten(),
                 nn.Linear(cin * size * size, fc_width), nn.ReLU(inplace=True), nn.Dropout(0.5),
