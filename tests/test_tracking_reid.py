@@ -90,6 +90,17 @@ def test_face_that_leaves_and_comes_back_keeps_its_id():
     assert seen[10] == [1] and seen[100] == []
     assert seen[149] == [1]  # found again, same id
     assert not tracker.dormant
+    # It came in cut off by the picture's edge: reported under a new id (2) until its first clean detection
+    # (whole face inside the picture, x <= 560), then recognised; id 2 ends there.
+    assert seen[133] == [2] and seen[137] == [1]
+    tracker = FaceTracker(frame_size=(W, H), min_hits=3, max_age=30)
+    ended = {}
+    for f, faces in enumerate(out + away + back):
+        img, dets = _frame(faces)
+        up = tracker.update(dets, f, image=img)
+        ended.update({t.id: f for t in up.removed})
+        if up.reidentified:
+            assert [t.id for t in up.reidentified] == [1] and ended == {2: f}
     # Without the frames (no appearance) the returning face is a new one, as before.
     plain = FaceTracker(frame_size=(W, H), min_hits=3, max_age=30)
     assert _run(plain, out + away + back, image=False)[149] == [2]

@@ -119,6 +119,8 @@ APPEARANCE_HIST_WEIGHT = 6 / 7
 REID_DISTANCE = 0.08
 #: ... and clearly the closest: at most this fraction of the distance to the next candidate.
 REID_RATIO = 0.7
+#: A new face is compared with the hidden and gone ones at each of its first this many clean detections.
+REID_WINDOW = 6
 #: A lost face's prediction (or any match made on centre distance only) may take a detection only if their
 #: appearances are within this distance: the 1st percentile of different faces' distances on the clips (0.123),
 #: twice the 99th of the same face's. (0.08-0.18 score the same on the clips; without the gate a face sliding
@@ -219,7 +221,7 @@ class Track:
     best_score: float = 0.0  # highest detector score so far (confirmation needs one good detection)
     appearance: np.ndarray | None = field(repr=False, default=None)  # see :func:`appearance`
     appearance_n: int = 0  # clean detections that made it
-    identified: bool = False  # compared with the hidden and gone faces (once, when it first has an appearance)
+    identified: int = 0  # clean detections it had when last compared with the hidden and gone faces
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -447,14 +449,14 @@ class FaceTracker:
         gone = {id(t) for t in removed + retired}
         self.tracks = [t for t in self.tracks if id(t) not in gone] + new
         removed += self._retire(retired)
-        # A face is compared with the hidden and gone ones once: when it is confirmed, or — if it had no clean
-        # detection by then (it came in at the picture's edge) — at its first clean one. In that case it was
-        # already reported under its new id for a few frames; that id ends here.
+        # A new face is compared with the hidden and gone ones from its confirmation on, at each new clean
+        # detection until it has had REID_WINDOW of them (a face coming in at the picture's edge is only partly
+        # seen at first). When found after it was reported under its new id, that id ends here.
         reidentified = []
         for t in matched:
-            if not t.confirmed or t.identified or t.appearance is None:
+            if not t.confirmed or t.appearance is None or t.identified >= min(t.appearance_n, REID_WINDOW):
                 continue
-            t.identified = True
+            t.identified = t.appearance_n
             old = t.id
             if self._reidentify(t):
                 reidentified.append(t)
