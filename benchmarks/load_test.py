@@ -7,6 +7,7 @@ work on purpose when more than workers + queue requests are in flight. The exit 
 other 5xx or transport error happened.
 
     python benchmarks/load_test.py                      # 300 requests, 16 concurrent, default pipeline
+    python benchmarks/load_test.py --scene              # a 640×480 photo with 5 real faces (needs ../shared/facedet)
     python benchmarks/load_test.py --workers 1 --queue 0    # a pool too small: shows 503s
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key "$FERKIT_API_KEY"
     python benchmarks/load_test.py --requests 50 --concurrency 50 --warmup 0   # a burst: 200/503/504, Retry-After
@@ -246,11 +247,26 @@ def sharing_benchmark(data: bytes, workers: int, n: int, detector: str | None) -
         run("one shared Recognizer + lock", lambda: shared, True)
 
 
+def scene_jpeg() -> bytes:
+    """Frame 0 of the ``slide5`` benchmark clip at 640×480 (5 real faces from FDDB photos) as a JPEG (quality 90)."""
+    import cv2
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from clips import CLIPS, _background, _Photos, render_frame
+
+    clip = next(c for c in CLIPS if c.name == "slide5")
+    img, _ = render_frame(clip, 0, (640, 480), _Photos(), _background(640, 480))
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="use a running server instead of starting one")
     p.add_argument("--api-key", default=os.environ.get("FERKIT_API_KEY"), help="X-API-Key for --url")
     p.add_argument("--image", default=str(ROOT / "examples" / "astronauts.jpg"))
+    p.add_argument("--scene", action="store_true", help="instead of --image: a 640×480 JPEG of 5 real faces "
+                   "(22-67 px wide), frame 0 of the slide5 benchmark clip (benchmarks/clips.py, FDDB photos)")
     p.add_argument("--endpoint", choices=("analyze", "annotate"), default="analyze")
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=16)
@@ -273,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                    "thread and a lock in-process (no HTTP), with --workers threads and --requests images")
     args = p.parse_args(argv)
 
-    data = Path(args.image).read_bytes()
+    if args.scene:
+        args.image = "slide5_640x480.jpg"
+        data = scene_jpeg()
+    else:
+        data = Path(args.image).read_bytes()
     if args.sharing:
         sharing_benchmark(data, args.workers or 2, args.requests, args.detector)
         return 0
