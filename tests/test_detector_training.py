@@ -274,3 +274,13 @@ def test_evaluate_does_not_import_torch():
     code = ("import sys; import ferkit.training.detector.evaluate, ferkit.apps.cli.detector; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+
+
+def test_freeze_features_trains_only_box_and_class_heads():
+    from ferkit.training.detector.loop import _trainable
+
+    names = [n for n, _ in RetinaFaceMNet().named_parameters()]
+    heads = {n for n in names if _trainable(n, "features")}
+    assert heads and all(n.startswith(("bbox_head.", "class_head.")) for n in heads)
+    assert not any(_trainable(n, "backbone") for n in names if n.startswith("fx."))
+    assert _trainable("ssh1.conv3X3.0.weight", "backbone") and _trainable("fx.stage1.0.0.weight", "")

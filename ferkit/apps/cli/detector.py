@@ -13,6 +13,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from ferkit.apps.cli.common import emit
 from ferkit.errors import FerkitError
 
 
@@ -78,7 +79,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
             + (", stopped by --time-budget" if s["stopped_by_budget"] else "") + f"; checkpoint {s['checkpoint']}")
     if "best_val_ap50" in s:
         line += f"; best val AP@0.5 {s['best_val_ap50']:.4f}"
-    print(line)
+    emit([line])
     return 0
 
 
@@ -89,7 +90,7 @@ def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
         raise FerkitError(f"{args.data}: no such file or folder")
     r = evaluate_detector(args.data, args.detector, args.folds, args.split, args.format, args.threshold,
                           args.min_score, plot=args.plot or None, progress=sys.stderr.isatty())
-    print(to_json(r) if args.json else "\n".join(format_result(r)))
+    emit([to_json(r)] if args.json else format_result(r))
     return 0
 
 
@@ -103,5 +104,5 @@ def _cmd_export_detector(args: argparse.Namespace) -> int:
     if "evaluation" in f:
         e = f["evaluation"]
         line += f"; AP@0.5 {e['ap@0.5']:.4f} (0.3: {e['ap@0.3']:.4f}, 0.7: {e['ap@0.7']:.4f})"
-    print(line + f"; card {Path(args.out).with_suffix('.md')}")
+    emit([line + f"; card {Path(args.out).with_suffix('.md')}"])
     return 0

@@ -4,7 +4,8 @@ The definition is the one of ``../shared/facedet/eval_facedet.py`` (re-implement
 all detections of all images sorted by score (descending, ties in input order); a detection is a
 true positive when its best-IoU ground-truth box in the same image has IoU ≥ the threshold and was
 not taken by a higher-scored detection, else a false positive; precision is made monotone and
-integrated over every recall step. Boxes are ``[x, y, w, h]`` continuous pixel rectangles.
+integrated over every recall step. Boxes are ``[x, y, w, h]`` continuous pixel rectangles; the
+IoU is :func:`ferkit.core.geometry.iou_xywh`, the one overlap NMS and the tracker use.
 """
 
 from __future__ import annotations
@@ -13,22 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-
-def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between ``(N, 4)`` and ``(M, 4)`` ``[x, y, w, h]`` boxes → ``(N, M)``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    iw = np.clip(np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[:, 2], 0, None) * np.clip(a[:, 3], 0, None)
-    area_b = np.clip(b[:, 2], 0, None) * np.clip(b[:, 3], 0, None)
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from ferkit.core.geometry import iou_xywh
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:

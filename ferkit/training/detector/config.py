@@ -25,6 +25,7 @@ class DetectorTrainConfig:
     optimizer: str = "adamw"           # adamw | sgd (momentum 0.9)
     weight_decay: float = 1e-4
     warmup_steps: int = 20
+    freeze: str = ""                   # "" | backbone | features (train only the box and class heads)
     cls_loss: str = "ce"               # ce (hard-negative mining) | focal
     neg_ratio: float = 3.0
     pos_iou: float = 0.35
@@ -54,6 +55,8 @@ HELP = {
     "size": "training crop side in pixels",
     "crop_min": "smallest random square crop, as a fraction of the image's shorter side",
     "lr": "peak learning rate (0 = 1e-4 when fine-tuning, 2e-3 from scratch)",
+    "freeze": "keep more than the landmark head fixed: 'backbone' (MobileNet / BlazeBlocks) or 'features' "
+              "(everything but the box and class heads: the landmarks stay exactly the shipped ones)",
     "cls_loss": "ce (cross-entropy with hard-negative mining) or focal",
     "neg_ratio": "hard negatives per positive anchor (ce)",
     "pos_iou": "anchor IoU at or above which an anchor is a face",

@@ -136,15 +136,20 @@ def _set_metadata(path: Path, meta: dict[str, str]) -> None:
 
 
 def model_card(f: dict) -> str:
-    lm = {"shipped": "the shipped RetinaFace landmark head, frozen during training (usable)",
-          "none": "not trained (no landmark labels); ferkit ignores them (metadata `ferkit_landmarks=none`)"}
+    if f["landmarks"] == "none":
+        lm = "not trained (no landmark labels); ferkit ignores them (metadata `ferkit_landmarks=none`)"
+    elif f["config"].get("freeze") == "features":
+        lm = "the shipped landmark head on the shipped features (`--freeze features`): the shipped points"
+    else:
+        lm = ("the shipped landmark head, frozen; the features under it were fine-tuned, so the points can "
+              "move a little (check them before aligning faces with them, or train with `--freeze features`)")
     lines = [f"# {f['file']} — face detector trained with `ferkit train-detector`", "",
              "| | |", "| --- | --- |",
              f"| architecture | {f['arch']} ({f['parameters']:,} parameters), initialised from {f['init']} |",
              f"| training data | `{f['data']}`" + (f" folds {f['folds']}" if f["folds"] else "")
              + f", {f['train_images']} images |",
              f"| training | {f['epochs']} epochs, {f['steps']} steps, {f['train_seconds']} s |",
-             f"| landmarks | {lm.get(f['landmarks'], f['landmarks'])} |",
+             f"| landmarks | {lm} |",
              f"| file | {f['bytes']:,} bytes, sha256 `{f['sha256']}`, ONNX opset {f['opset']} |",
              f"| parity | max abs torch − onnxruntime difference {f['parity_max_abs_diff']:.1e} "
              "over loc, conf, landmarks |",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ferkit.core import geometry
 from ferkit.core.detection.base import nms
 from ferkit.core.detection.metrics import detection_scores
 from ferkit.core.detection.retinaface import MEAN, WEIGHTS, decode, priors
@@ -118,8 +119,8 @@ class ImageCache:
 
 
 def corners(xywh: np.ndarray) -> np.ndarray:
-    b = np.asarray(xywh, np.float32).reshape(-1, 4)
-    return np.hstack([b[:, :2], b[:, :2] + b[:, 2:]])
+    """``(N, 4)`` ``x, y, w, h`` → float32 corners (:func:`ferkit.core.geometry.corners`)."""
+    return geometry.corners(xywh).astype(np.float32)
 
 
 @torch.no_grad()
@@ -153,7 +154,7 @@ def validate(model: nn.Module, samples: list[BoxSample], cache: ImageCache, iou:
     shapes = np.array([cache.get(s).shape[:2] for s in samples])
     canvas = tuple(int(v) for v in -(-shapes.max(0) // 32) * 32)
     preds = {s.key: predict(model, cache.get(s), canvas=canvas).tolist() for s in samples}
-    model.train()
+    _train_mode(model)
     return detection_scores({s.key: s.boxes for s in samples}, preds, iou)["ap"]
 
 
@@ -194,6 +195,26 @@ def load_detector_checkpoint(path: str | Path) -> tuple[nn.Module, DetectorTrain
     return model.eval(), cfg, ck
 
 
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, except frozen BatchNorm layers (their running statistics stay as they are)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+_BACKBONE = ("fx.", "stem.", "s4.", "s8.", "s16.", "s32.")
+
+
+def _trainable(name: str, freeze: str) -> bool:
+    """Whether parameter ``name`` is trained under ``--freeze`` (the landmark head never is)."""
+    if freeze == "backbone":
+        return not name.startswith(_BACKBONE)
+    if freeze == "features":
+        return name.startswith(("bbox_head.", "class_head."))
+    return True
+
+
 def _lr_factor(cfg: DetectorTrainConfig, step: int, total_steps: int, elapsed: float) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -221,6 +242,8 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         cfg = DetectorTrainConfig.from_dict({**asdict(cfg), "lr": 1e-4 if cfg.init else 2e-3})
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"--optimizer must be adamw or sgd, got {cfg.optimizer!r}")
+    if cfg.freeze not in ("", "backbone", "features"):
+        raise ConfigError(f"--freeze must be backbone or features, got {cfg.freeze!r}")
     if cfg.cls_loss not in ("ce", "focal"):
         raise ConfigError(f"--cls-loss must be ce or focal, got {cfg.cls_loss!r}")
     out = Path(cfg.out)
@@ -242,6 +265,9 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         {"width": cfg.width} if cfg.arch == "blazeface" else {}))
     for p in model.landmark_parameters():  # no landmark labels: keep that head exactly as it is
         p.requires_grad_(False)
+    for name, p in model.named_parameters():
+        if not _trainable(name, cfg.freeze):
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -266,7 +292,7 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     anchors = anchor_boxes(cfg.size, cfg.size)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    model.train()
+    _train_mode(model)
     stopped = False
     summary: dict = {"epochs_done": epoch, "resumed_from": epoch if state is not None else None}
     run_start, before = time.perf_counter(), elapsed
