@@ -600,6 +600,7 @@ class DetectionSchedule:
     Evidence (``adaptive=True``; :meth:`reason` names it), each a reason new faces may have appeared or
     ids are at risk:
 
+    - ``cut``: :meth:`FaceTracker.scene_cut` was called since the last run (a new shot) → now;
     - ``confirm``: a tentative track waits for confirmation → next frame;
     - ``crossing``: two visible faces overlap → every frame until they separate;
     - ``drift``: a face moved more than ``max_shift`` of its size since it was last detected (the
