@@ -229,10 +229,12 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, photos, tmp_path):
 
 def test_rerun_finishes_only_the_rest(cluster, photos, tmp_path):
     from ferkit.apps.distributed import analyze_photos
+    from ferkit.core.settings import Settings
 
     address, _ = cluster
     first = [photos / f"p{i:02d}.jpg" for i in range(4)]
-    kw = {"address": address, "model": "fernet-m", "images": False, "progress": False, "batch_size": 2}
+    kw = {"address": address, "settings": Settings.profile("worker", model="fernet-m"), "images": False,
+          "progress": False, "batch_size": 2}
     s1 = analyze_photos(first, tmp_path, **kw)
     assert (s1.inputs, s1.analysed, s1.skipped, s1.failed, s1.missing) == (4, 4, 0, 0, 0)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / ".ferkit" / "photos" / "parts").iterdir()}

@@ -394,7 +394,8 @@ def parquet_schema() -> Any:
     face = pa.struct([
         ("box", pa.list_(pa.float64())), ("score", pa.float64()), ("landmarks", pa.list_(pa.list_(pa.float64()))),
         ("readable", pa.bool_()), ("reason", pa.string()), ("quality", quality), ("emotion", pa.string()),
-        ("confidence", pa.float64()), ("probabilities", pa.struct([(e, pa.float64()) for e in EMOTIONS])),
+        ("label", pa.string()), ("confidence", pa.float64()),
+        ("probabilities", pa.struct([(e, pa.float64()) for e in EMOTIONS])),
     ])
     return pa.schema([
         ("source", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("model", pa.string()),

@@ -28,7 +28,7 @@ from typing import Any
 
 from ferkit.core.settings import Settings
 from ferkit.core.writers import DEFAULT_OUTPUT
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, InputError
 
 DEFAULT_BATCH_SIZE = 16
 #: Tries of one batch (first run plus retries on a restarted actor) before it is split up.
@@ -346,7 +346,7 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     for e in errors if on_error is not None else ():
         on_error(e)
     if not items:
-        raise ConfigError("nothing to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+        raise InputError("nothing to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
     settings = _portable(settings or Settings.profile("worker"))
     store = ResultStore(out_dir, "photos", {**settings, "images": images, "bars": bars})
     used: set[str] = set()
@@ -381,7 +381,7 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     for e in errors if on_error is not None else ():
         on_error(e)
     if not items:
-        raise ConfigError("no videos to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+        raise InputError("no videos to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
     settings = _portable(settings or Settings.profile("video"))
     store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video})
     extra = video_targets(items, store.out_dir.resolve(), write_video)

@@ -32,6 +32,13 @@ TRANSLATIONS: dict[str, tuple[str, ...]] = {
     "zh": ("生气", "厌恶", "恐惧", "高兴", "中性", "悲伤", "惊讶"),
 }
 LANGUAGES: tuple[str, ...] = tuple(TRANSLATIONS)
+#: Why a face is unreadable, as pictures say it, per language (the JSON keeps the English ``reason`` key).
+REASONS: dict[str, dict[str, str]] = {
+    "en": {"unreadable": "unreadable", "too_small": "too small", "blurry": "blurry", "turned_away": "turned away",
+           "low_score": "unsure"},
+    "zh": {"unreadable": "无法识别", "too_small": "太小", "blurry": "模糊", "turned_away": "侧脸",
+           "low_score": "不确定"},
+}
 
 
 def label(emotion: str, lang: str = "en") -> str:

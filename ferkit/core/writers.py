@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from ferkit.core.labels import EMOTIONS
+from ferkit.core.labels import EMOTIONS, REASONS
 from ferkit.core.results import Analysis, Face
 from ferkit.errors import ConfigError, OutputError
 
@@ -51,7 +51,7 @@ LINE_TEMPLATES: dict[str, tuple[str, str]] = {
     "en": ("{source} face {index}: {label} {confidence:.2f}", "{source} face {index}: unreadable ({reason})"),
     # the tutorial's sentence: 识别第1个人脸的表情是SAD ("the expression of face 1 is ...")
     "zh": ("{source} 识别第{index}个人脸的表情是{label} {confidence:.2f}",
-           "{source} 第{index}个人脸无法识别 ({reason})"),
+           "{source} 第{index}个人脸无法识别（{reason}）"),
 }
 
 
@@ -60,7 +60,10 @@ def face_line(source: str, index: int, face: Face) -> str:
     in the face's label language."""
     readable, unreadable = LINE_TEMPLATES.get(face.lang, LINE_TEMPLATES["en"])
     if face.probabilities is None:
-        return unreadable.format(source=source, index=index, reason=face.quality.reason)
+        reason = face.quality.reason  # English lines keep the JSON's key (too_small), others say it in words
+        if face.lang != "en":
+            reason = REASONS[face.lang].get(reason or "", reason)
+        return unreadable.format(source=source, index=index, reason=reason)
     return readable.format(source=source, index=index, label=face.label, confidence=face.confidence)
 
 

@@ -341,9 +341,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.time_budget > 0 and not resuming:
         cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start)
         cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
-    meta = {"device": device_name(device), "parents": _parent_stages(cfg.init) if cfg.init else [],
-            "precision": why, "teacher": kd}
-    run = _start(cfg, device, train_set, len(x_train), meta)
+    run = _start(cfg, device, train_set, len(x_train))  # --init is loaded (and checked) here
+    run.meta = {"device": device_name(device), "parents": _parent_stages(cfg.init) if cfg.init else [],
+                "precision": why, "teacher": kd}
     if resuming:
         _resume(run, cfg, last, device, max(1, len(x_train) // cfg.batch_size))
     elif cfg.resume:
@@ -376,7 +376,7 @@ def _prepare_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
-def _start(cfg: TrainConfig, device: torch.device, train_set: FaceSet, n_train: int, meta: dict) -> _Run:
+def _start(cfg: TrainConfig, device: torch.device, train_set: FaceSet, n_train: int) -> _Run:
     """Model, optimiser, schedule, EMA, class weights and generator of a fresh run."""
     counts = np.bincount(train_set.labels, minlength=len(EMOTIONS))
     if (counts == 0).any():
@@ -389,7 +389,7 @@ def _start(cfg: TrainConfig, device: torch.device, train_set: FaceSet, n_train: 
         w = np.maximum(counts, 1).astype(np.float64) ** -cfg.class_balance
         weights = torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    return _Run(model, opt, sched, ema, gen, weights, meta)
+    return _Run(model, opt, sched, ema, gen, weights, meta={})
 
 
 def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps_per_epoch: int) -> None:

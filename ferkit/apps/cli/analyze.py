@@ -15,6 +15,7 @@ from ferkit.apps.cli.common import (
     build_recognizer,
     emit,
     err,
+    warn_missing_font,
 )
 from ferkit.core.writers import DEFAULT_OUTPUT
 from ferkit.errors import FerkitError
@@ -68,6 +69,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         err(f"{e}; results will only be printed")
         failed += 1
     rec = build_recognizer(args)
+    warn_missing_font(rec.settings, pictures=writer is not None and not args.no_images)
     used: set[str] = set()
     bar = tqdm(files, desc="analysing", unit="img", disable=len(files) < 2 or None, file=sys.stderr)
     try:

@@ -104,6 +104,14 @@ def settings_from_args(args: argparse.Namespace, profile: str = "photo", **extra
         raise UsageError(str(e)) from None
 
 
+def warn_missing_font(settings: Settings, pictures: bool) -> None:
+    """One warning line when pictures will be drawn in a language no font on this machine has glyphs for."""
+    from ferkit.core.drawing import FONT_HINT, font_path
+
+    if pictures and settings.lang != "en" and font_path(settings.lang) is None:
+        print(f"ferkit: warning: {FONT_HINT}", file=sys.stderr, flush=True)
+
+
 def build_recognizer(args: argparse.Namespace, profile: str = "photo", **extra: Any):
     """Load the pipeline the flags describe (:func:`settings_from_args`, then the models)."""
     return settings_from_args(args, profile, **extra).build()

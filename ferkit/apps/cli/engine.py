@@ -78,7 +78,7 @@ def video_main(args: argparse.Namespace) -> int:
     options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
     options.validate()
     summary = analyze_videos(args.input, args.output or DEFAULT_OUTPUT, address=args.address,
-                             workers=args.workers, settings=settings_from_args(args, "video", threads=1),
+                             workers=args.workers, settings=settings_from_args(args, "video"),
                              options=options, write_video=not args.no_video,
                              progress=not args.no_progress, on_error=err)
     return _report(summary, "videos")

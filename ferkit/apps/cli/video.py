@@ -16,6 +16,7 @@ from ferkit.apps.cli.common import (
     build_recognizer,
     emit,
     err,
+    warn_missing_font,
 )
 
 
@@ -72,6 +73,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
     check_outputs(args.input, args.output, args.results, write_video=not args.no_video)
     rec = build_recognizer(args, "video")
+    warn_missing_font(rec.settings, pictures=not args.no_video)
     report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
                            write_video=not args.no_video, progress=not args.no_progress)
     # Through emit, like `ferkit analyze`: `| head -1` ends with exit 141 and no traceback (outputs are written).
@@ -118,6 +120,7 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     device = int(args.device) if args.device.strip().isdigit() else args.device
     open_camera(device).release()  # an absent or busy camera fails fast, before the models load
     rec = build_recognizer(args, "video")
+    warn_missing_font(rec.settings, pictures=not args.headless)
     try:
         n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)
     except KeyboardInterrupt:

@@ -157,10 +157,6 @@ class VideoReport:
     def stopped_at_s(self) -> float:
         return self.frames / self.fps
 
-    @property
-    def ok(self) -> bool:
-        return self.status in ("complete", "max_frames")
-
     def message(self) -> str | None:
         """One-line explanation when the video was not processed to its end, else None."""
         if self.status == "truncated":
