@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clips import CLIPS, SIZES, write_clip  # noqa: E402
 
 from ferkit.apps.video import VideoOptions, process_video  # noqa: E402
-from ferkit.apps.video.tracking import iou_matrix  # noqa: E402
+from ferkit.core.geometry import iou_xywh  # noqa: E402
 from ferkit.core.settings import Settings  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def score(gt: dict, reported: dict[int, list], iou: float = 0.5) -> dict:
         g_ids, g_boxes = [number[t[0]] for t in truth], np.array([t[1] for t in truth], float).reshape(-1, 4)
         h_ids, h_boxes = [h[0] for h in hyp], np.array([h[1] for h in hyp], float).reshape(-1, 4)
         # motmetrics' own iou_matrix uses np.asfarray (gone in NumPy 2): the same distances from ferkit's.
-        d = 1.0 - iou_matrix(g_boxes, h_boxes)
+        d = 1.0 - iou_xywh(g_boxes, h_boxes)
         d[d > 1.0 - iou] = np.nan
         acc.update(g_ids, h_ids, d)
     names = ["num_frames", "mota", "idf1", "num_switches", "num_false_positives", "num_misses",

@@ -7,17 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from ferkit.apps.video.tracking import (
-    DetectionSchedule,
-    EmaSmoother,
-    FaceTracker,
-    NoSmoother,
-    WindowSmoother,
-    iou_matrix,
-    linear_assignment,
-    make_smoother,
-)
+from ferkit.apps.video.assignment import linear_assignment
+from ferkit.apps.video.schedule import DetectionSchedule
+from ferkit.apps.video.smoothing import EmaSmoother, NoSmoother, WindowSmoother, make_smoother
+from ferkit.apps.video.tracking import FaceTracker
 from ferkit.core.detection import Detection
+from ferkit.core.geometry import iou_xywh
 
 # ---------------------------------------------------------------------------- geometry and assignment
 
@@ -25,7 +20,7 @@ from ferkit.core.detection import Detection
 def test_iou_matrix_values():
     a = np.array([[0, 0, 10, 10], [100, 100, 10, 10]])
     b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [50, 50, 5, 5]])
-    m = iou_matrix(a, b)
+    m = iou_xywh(a, b)
     assert m.shape == (2, 3)
     assert m[0, 0] == pytest.approx(1.0)
     assert m[0, 1] == pytest.approx(50 / 150)  # half overlap: 50 / (100 + 100 - 50)
@@ -426,11 +421,11 @@ def test_no_smoothing_passes_values_through():
 
 
 def test_make_smoother_by_name_and_errors():
-    assert isinstance(make_smoother("ema", alpha=0.1), EmaSmoother)
-    assert isinstance(make_smoother("window", window=4), WindowSmoother)
-    assert isinstance(make_smoother("none"), NoSmoother)
+    assert isinstance(make_smoother("ema", alpha=0.1, window=9), EmaSmoother)
+    assert isinstance(make_smoother("window", alpha=0.2, window=4), WindowSmoother)
+    assert isinstance(make_smoother("none", alpha=0.2, window=9), NoSmoother)
     with pytest.raises(ValueError):
-        make_smoother("kalman")
+        make_smoother("kalman", alpha=0.2, window=9)
     with pytest.raises(ValueError):
         EmaSmoother(alpha=0)
     with pytest.raises(ValueError):

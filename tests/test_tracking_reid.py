@@ -6,14 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit.apps.video.tracking import (
-    APPEARANCE_GATE,
-    REID_DISTANCE,
-    DetectionSchedule,
-    FaceTracker,
-    SceneCutDetector,
-    appearance,
-)
+from ferkit.apps.video.appearance import APPEARANCE_GATE, REID_DISTANCE, SceneCutDetector, appearance
+from ferkit.apps.video.schedule import DetectionSchedule
+from ferkit.apps.video.tracking import FaceTracker
 from ferkit.core.detection import Detection
 
 W, H = 640, 480

@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from ferkit.apps.service.limits import Admission, BodyBudget, BodyTicket, ServiceSettings, default_workers
@@ -53,13 +52,13 @@ from ferkit.errors import FerkitError, ImageTooLargeError, InputError
 try:  # FastAPI is the optional extra `ferkit[serve]`.
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response
     from fastapi.security import APIKeyHeader
-    from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise FerkitError(f"the HTTP service needs FastAPI and uvicorn: pip install 'ferkit[serve]' ({e})") from None
 
+from ferkit.apps.service.pages import add_docs_routes, add_page_routes
 from ferkit.apps.service.upload import IMAGE_FORMATS, ServiceError, read_image_upload
 from ferkit.core.image_headers import sniff_format
 
@@ -68,7 +67,6 @@ __all__ = ["ServiceSettings", "ServiceError", "Admission", "create_app", "serve"
 
 log = logging.getLogger("ferkit.apps.service.app")
 
-STATIC_DIR = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -341,36 +339,6 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
                 "retry_after_s": admission.retry_after()}
 
 
-def _add_page_routes(app: FastAPI) -> None:
-    """The web page at / and its files under /static/."""
-    index = (STATIC_DIR / "index.html").read_bytes() if (STATIC_DIR / "index.html").is_file() else None
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> HTMLResponse:
-        if index is None:
-            raise ServiceError(404, "not_found", "web page files are missing from this installation")
-        return HTMLResponse(index)
-
-    if STATIC_DIR.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-
-def _add_docs_routes(app: FastAPI) -> None:
-    """Swagger UI at /docs from the ``swagger-ui-bundle`` package, so the API docs work offline
-    (FastAPI's own /docs loads its JavaScript from a CDN)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferkit API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/static/favicon.svg")
-
-
 def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -426,8 +394,8 @@ def create_app(recognizer: Any = None, settings: ServiceSettings | None = None) 
                                {"WWW-Authenticate": API_KEY_HEADER})
 
     _add_api_routes(app, inference, require_key)
-    _add_page_routes(app)
-    _add_docs_routes(app)
+    add_page_routes(app)
+    add_docs_routes(app)
     return app
 
 

@@ -2,7 +2,7 @@
 
 Every frame goes through the one pipeline, :meth:`ferkit.Recognizer.analyze`, with the
 tracker's boxes passed as ``detections``. To stay fast the detector runs only every few
-frames (:class:`~ferkit.apps.video.tracking.DetectionSchedule`: on a fixed interval plus on evidence — a
+frames (:class:`~ferkit.apps.video.schedule.DetectionSchedule`: on a fixed interval plus on evidence — a
 new face to confirm, a face lost, drifting or crossing another — paid from a token bucket so
 it never degrades into detecting every frame); the tracker predicts boxes in between and
 reports a face only once it is confirmed over several detections. Each tracked face is
@@ -18,7 +18,9 @@ written when the track ends.
 Modules: :mod:`.options` (settings), :mod:`.analyzer` (per-frame loop shared by files and
 cameras), :mod:`.files` (:func:`process_video`), :mod:`.camera` (:func:`run_camera`),
 :mod:`.io` (opening inputs/outputs, background decode/encode), :mod:`.table`, :mod:`.report`,
-:mod:`.args` (command-line options).
+:mod:`.args` (command-line options), :mod:`.tracking` (tracks and their association),
+:mod:`.assignment` (Hungarian), :mod:`.appearance` (re-identification, scene cuts), :mod:`.schedule`
+(when to detect) and :mod:`.smoothing` (per-track probabilities over time).
 
 Audio is not copied: OpenCV reads and writes pictures only.
 """

@@ -7,15 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.apps.video.appearance import SceneCutDetector
 from ferkit.apps.video.options import VideoOptions
-from ferkit.apps.video.tracking import (
-    DetectionSchedule,
-    FaceTracker,
-    SceneCutDetector,
-    Smoother,
-    Track,
-    make_smoother,
-)
+from ferkit.apps.video.schedule import DetectionSchedule
+from ferkit.apps.video.smoothing import Smoother, make_smoother
+from ferkit.apps.video.tracking import FaceTracker, Track
 from ferkit.core.results import Face, Quality
 
 

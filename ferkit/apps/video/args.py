@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ferkit.apps.video.options import VideoOptions
-from ferkit.apps.video.tracking import SMOOTHING_METHODS
+from ferkit.apps.video.smoothing import SMOOTHING_METHODS
 
 
 def add_tracking_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferkit.apps.video.tracking import SMOOTHING_METHODS
+from ferkit.apps.video.smoothing import SMOOTHING_METHODS
 from ferkit.errors import ConfigError
 
 TABLE_FORMATS = ("csv", "jsonl", "both")
