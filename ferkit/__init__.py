@@ -14,13 +14,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ferkit.core.labels import EMOTIONS
-from ferkit.errors import DataError, FerkitError, ImageError, InputError, ModelError, OutputError, VideoError
+from ferkit.core.settings import Settings
+from ferkit.errors import (
+    ConfigError,
+    DataError,
+    FerkitError,
+    ImageError,
+    InputError,
+    ModelError,
+    OutputError,
+    VideoError,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EMOTIONS", "Recognizer", "Analysis", "Face", "Quality", "QualityGate", "draw_analysis",
-    "FerkitError", "InputError", "ImageError", "VideoError", "DataError", "ModelError", "OutputError",
+    "EMOTIONS", "Recognizer", "Settings", "Analysis", "Face", "Quality", "QualityGate", "draw_analysis",
+    "FerkitError", "InputError", "ImageError", "VideoError", "DataError", "ModelError", "ConfigError", "OutputError",
     "__version__",
 ]
 
