@@ -224,12 +224,8 @@ def _lr_factor(cfg: DetectorTrainConfig, step: int, total_steps: int, elapsed: f
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) * 0.99 + 0.01
 
 
-def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Run ``cfg`` (or continue ``out/last.pt`` with ``resume``); returns a summary dict.
-
-    Raises:
-        ferkit.errors.DataError / ConfigError / ModelError: bad data, settings or checkpoint.
-    """
+def _complete(cfg: DetectorTrainConfig) -> DetectorTrainConfig:
+    """``cfg`` checked, with the architecture and learning rate it leaves to be chosen filled in."""
     for name, ok in (("epochs", cfg.epochs >= 1), ("batch_size", cfg.batch_size >= 1), ("size", cfg.size >= 32),
                      ("crop_min", 0 < cfg.crop_min <= 1), ("lr", cfg.lr >= 0), ("threads", cfg.threads >= 1)):
         if not ok:
@@ -246,23 +242,11 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         raise ConfigError(f"--freeze must be backbone or features, got {cfg.freeze!r}")
     if cfg.cls_loss not in ("ce", "focal"):
         raise ConfigError(f"--cls-loss must be ce or focal, got {cfg.cls_loss!r}")
-    out = Path(cfg.out)
-    last = out / "last.pt"
-    state: dict | None = None
-    if resume:
-        if not last.is_file():
-            raise ConfigError(f"{last}: nothing to resume (no checkpoint in {out})")
-        state = _read_checkpoint(last)
-        saved = DetectorTrainConfig.from_dict(state["config"])
-        # The run continues with its own settings; only the length and the budget may change.
-        cfg = DetectorTrainConfig.from_dict({**asdict(saved), "epochs": cfg.epochs, "time_budget": cfg.time_budget})
-    samples = load_boxes(cfg.data, cfg.split, parse_folds(cfg.folds), cfg.format or None)
-    val = load_boxes(cfg.data, "val" if cfg.split == "train" and cfg.format == "wider" else cfg.split,
-                     parse_folds(cfg.val_folds), cfg.format or None) if cfg.val_folds else []
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model = build(cfg) if state is None else build_model(cfg.arch, **(
-        {"width": cfg.width} if cfg.arch == "blazeface" else {}))
+    return cfg
+
+
+def _optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.Optimizer:
+    """Freeze what is not trained (the landmark head always: no landmark labels), then the optimiser."""
     for p in model.landmark_parameters():  # no landmark labels: keep that head exactly as it is
         p.requires_grad_(False)
     for name, p in model.named_parameters():
@@ -278,6 +262,45 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
     else:
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    return opt
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, cfg: DetectorTrainConfig, batch: list, cache: ImageCache,
+          anchors: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    """One optimiser step on augmented views of ``batch``; returns (loss, box loss, class loss)."""
+    views, boxes = zip(*(augment(cache.get(s), corners(s.boxes), cfg.size, rng, cfg.crop_min, cfg.min_face)
+                         for s in batch))
+    x = torch.from_numpy(np.stack([to_input(v) for v in views]))
+    labels, targets = batch_targets(list(boxes), anchors, cfg.pos_iou, cfg.neg_iou)
+    loc, conf, _ = model(x)
+    loss, box_l, cls_l = multibox_loss(loc, conf, labels, targets, cfg.neg_ratio, cfg.cls_loss)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return np.array([float(loss.detach()), float(box_l), float(cls_l)])
+
+
+def _inputs(cfg: DetectorTrainConfig, resume: bool, last: Path) -> tuple[DetectorTrainConfig, dict | None, list, list]:
+    """(settings, checkpoint to resume or None, training samples, validation samples)."""
+    state: dict | None = None
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"{last}: nothing to resume (no checkpoint in {last.parent})")
+        state = _read_checkpoint(last)
+        saved = DetectorTrainConfig.from_dict(state["config"])
+        # The run continues with its own settings; only the length and the budget may change.
+        cfg = DetectorTrainConfig.from_dict({**asdict(saved), "epochs": cfg.epochs, "time_budget": cfg.time_budget})
+    samples = load_boxes(cfg.data, cfg.split, parse_folds(cfg.folds), cfg.format or None)
+    val = load_boxes(cfg.data, "val" if cfg.split == "train" and cfg.format == "wider" else cfg.split,
+                     parse_folds(cfg.val_folds), cfg.format or None) if cfg.val_folds else []
+    return cfg, state, samples, val
+
+
+def _restore(cfg: DetectorTrainConfig, state: dict | None) -> tuple[nn.Module, torch.optim.Optimizer, tuple, str]:
+    """Model and optimiser (from ``state`` when resuming), the progress counters, and where landmarks come from."""
+    model = build(cfg) if state is None else build_model(cfg.arch, **(
+        {"width": cfg.width} if cfg.arch == "blazeface" else {}))
+    opt = _optimizer(model, cfg)
     epoch, step, elapsed, history, best = 0, 0, 0.0, [], -1.0
     landmarks = "shipped" if cfg.init == "retinaface" else (
         _read_checkpoint(cfg.init).get("landmarks", "none") if cfg.init else "none")
@@ -286,6 +309,22 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         opt.load_state_dict(state["optimizer"])
         epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
         history, best = state.get("history", []), state.get("best_ap", -1.0)
+    return model, opt, (epoch, step, elapsed, history, best), landmarks
+
+
+def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Run ``cfg`` (or continue ``out/last.pt`` with ``resume``); returns a summary dict.
+
+    Raises:
+        ferkit.errors.DataError / ConfigError / ModelError: bad data, settings or checkpoint.
+    """
+    cfg = _complete(cfg)
+    out = Path(cfg.out)
+    last = out / "last.pt"
+    cfg, state, samples, val = _inputs(cfg, resume, last)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, opt, (epoch, step, elapsed, history, best), landmarks = _restore(cfg, state)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     cache = ImageCache(samples + val)
@@ -308,20 +347,11 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         n_steps = 0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            views, boxes = zip(*(augment(cache.get(samples[i]), corners(samples[i].boxes), cfg.size, rng,
-                                         cfg.crop_min, cfg.min_face) for i in idx))
-            x = torch.from_numpy(np.stack([to_input(v) for v in views]))
-            labels, targets = batch_targets(list(boxes), anchors, cfg.pos_iou, cfg.neg_iou)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(cfg, step, total_steps, clock())
-            loc, conf, _ = model(x)
-            loss, box_l, cls_l = multibox_loss(loc, conf, labels, targets, cfg.neg_ratio, cfg.cls_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            sums += _step(model, opt, cfg, [samples[i] for i in idx], cache, anchors, rng)
             step += 1
             n_steps += 1
-            sums += [float(loss.detach()), float(box_l), float(cls_l)]
             if progress:
                 print(f"\repoch {epoch + 1}/{cfg.epochs} step {b + 1}/{steps_per_epoch} loss {sums[0] / n_steps:.3f} "
                       f"(box {sums[1] / n_steps:.3f} cls {sums[2] / n_steps:.3f})", end="", file=sys.stderr, flush=True)
