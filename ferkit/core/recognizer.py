@@ -46,14 +46,18 @@ class Recognizer:
             raise ConfigError(f"settings must be a ferkit.Settings, got {type(settings).__name__} "
                               "(pass model=..., detector=... as keywords)")
         try:
-            settings = (settings or Settings()).replace(**overrides) if overrides else (settings or Settings())
+            settings = (settings or Settings()).replace(**overrides)
         except TypeError as e:  # an unknown keyword
             raise ConfigError(f"{e}; the settings are {', '.join(f.name for f in fields(Settings))}") from None
         self.settings = settings
         self.quality = QualityGate(**settings.quality)
         self.detector = _build_detector(settings)
         self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None)
-        self.max_pixels = settings.max_pixels
+
+    @property
+    def max_pixels(self) -> int:
+        """Larger images are refused before decoding (``Settings.max_pixels``)."""
+        return self.settings.max_pixels
 
     @property
     def model_name(self) -> str:

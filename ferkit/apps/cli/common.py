@@ -14,7 +14,6 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_STDOUT_CLOSED = 141
 
 
-
 def err(msg: str) -> None:
     print(f"ferkit: error: {msg}", file=sys.stderr, flush=True)
 
@@ -70,6 +69,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
     Every flag defaults to None, meaning "the profile's value", so the defaults stay defined
     only in ``ferkit/core/settings.py`` and ``ferkit/core/quality.py``; the help shows them.
     """
+    from ferkit.core.labels import LANGUAGES
     from ferkit.core.quality import QualityGate
     from ferkit.core.settings import Settings
 
@@ -82,7 +82,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
                    f"at most PX (default {size}; 0 = full size); smaller is faster, small faces are missed")
     g.add_argument("--threads", type=int, help=f"classifier threads (default {d.threads or 'one per core'}; "
                    "0 = one per core)")
-    g.add_argument("--lang", help=f"language of the emotion labels: en or zh (default {d.lang})")
+    g.add_argument("--lang", help=f"language of the emotion labels: {' or '.join(LANGUAGES)} (default {d.lang})")
     for name, text in _QUALITY_FLAGS:
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{text} (default {getattr(gate, name):g})")
 
