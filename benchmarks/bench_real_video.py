@@ -57,7 +57,7 @@ def score(gt: dict, reported: dict[int, list], iou: float = 0.5) -> dict:
     acc = mm.MOTAccumulator(auto_id=True)
     number = {name: i + 1 for i, name in enumerate(gt["faces"])}  # motmetrics wants numeric ids
     for f, truth in enumerate(gt["frames"]):
-        hyp = reported.get(f, [])
+        hyp = _drop_ignored(reported.get(f, []), truth, gt.get("ignore", [[]] * len(gt["frames"]))[f], iou)
         g_ids, g_boxes = [number[t[0]] for t in truth], np.array([t[1] for t in truth], float).reshape(-1, 4)
         h_ids, h_boxes = [h[0] for h in hyp], np.array([h[1] for h in hyp], float).reshape(-1, 4)
         # motmetrics' own iou_matrix uses np.asfarray (gone in NumPy 2): the same distances from ferkit's.
@@ -75,6 +75,19 @@ def score(gt: dict, reported: dict[int, list], iou: float = 0.5) -> dict:
             false_tracks += 1
     s.update(tracks=int(hyp_rows["HId"].nunique()), false_tracks=false_tracks)
     return s
+
+
+def _drop_ignored(hyp: list, truth: list, ignore: list, iou: float) -> list:
+    """The reported faces minus those on an ignore region (a real face FDDB does not annotate) and on no true face.
+
+    As in the MOT Challenge's protocol for distractors: such a report is neither a hit nor a false positive.
+    """
+    if not ignore or not hyp:
+        return hyp
+    h_boxes = np.array([h[1] for h in hyp], float).reshape(-1, 4)
+    on_truth = (iou_xywh(h_boxes, np.array([t[1] for t in truth], float).reshape(-1, 4)) >= iou).any(1)
+    on_ignored = (iou_xywh(h_boxes, np.array(ignore, float).reshape(-1, 4)) >= iou).any(1)
+    return [h for h, t, i in zip(hyp, on_truth, on_ignored) if t or not i]
 
 
 def _cpu_seconds() -> float:
@@ -140,23 +153,31 @@ def main() -> None:
     ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
     ap.add_argument("--detector", default=None, help="face detector (default: ferkit video's)")
     ap.add_argument("--detect-size", type=int, default=None, help="detector input size (default: ferkit video's)")
+    ap.add_argument("--model", default=None, help="emotion model (default: ferkit video's)")
+    ap.add_argument("--threads", type=int, default=None, help="inference threads (default: ferkit video's)")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU at which a reported box matches a true one")
     ap.add_argument("--json", default=None, help="also write the per-clip results to this JSON file")
     args = ap.parse_args()
-    # what `ferkit video` uses: its settings profile, with these flags on top
-    rec = Settings.profile("video", detector=args.detector, detect_size=args.detect_size).build()
+    def recognizer(size: str):
+        """What `ferkit video` uses on frames of this size: its settings profile, with these flags on top."""
+        return Settings.profile("video", frame_size=SIZES[size], model=args.model, detector=args.detector,
+                                detect_size=args.detect_size, threads=args.threads).build()
+
     opts = VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
                         confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
                         keep_lost=args.keep_lost,
                         classify_every=args.classify_every)
-    print(f"model {rec.model_name}, detector {rec.detector_name} at {getattr(rec.detector, 'max_side', '?')} px, "
-          f"detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
+    rec = recognizer(args.size[0])
+    print(f"model {rec.model_name}, detector {rec.detector_name} (input size follows the frame size unless "
+          f"--detect-size), detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
           f"{opts.confirm_hits} (score {opts.confirm_score:g}), keep lost {opts.keep_lost}, "
           f"classify every {opts.classify_every}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.size:
+            rec = recognizer(size)
+            print(f"{size}: detector input {rec.detector.max_side} px", flush=True)
             for clip in [c for c in CLIPS if c.name in args.clips]:
                 video, gt_path = write_clip(clip, size, Path(args.clip_dir))
                 rows.append(run_clip(video, gt_path, rec, opts, Path(tmp), args.iou))

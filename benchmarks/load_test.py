@@ -255,7 +255,7 @@ def scene_jpeg() -> bytes:
     from clips import CLIPS, _background, _Photos, render_frame
 
     clip = next(c for c in CLIPS if c.name == "slide5")
-    img, _ = render_frame(clip, 0, (640, 480), _Photos(), _background(640, 480))
+    img, *_ = render_frame(clip, 0, (640, 480), _Photos(), _background(640, 480))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return buf.tobytes()
 

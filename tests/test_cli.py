@@ -116,3 +116,19 @@ def test_every_command_maps_its_flags_onto_one_settings_profile():
     cost = {m: json.loads(resolve_model(m).path.with_suffix(".json").read_text())["mmacs_per_face"]
             for m in (DEFAULT_MODEL, ACCURATE_MODEL)}
     assert cost[DEFAULT_MODEL] < cost[ACCURATE_MODEL]
+
+
+def test_video_detector_input_follows_the_frame_size_unless_given():
+    from ferkit.apps.cli import build_parser
+    from ferkit.apps.cli.common import settings_from_args
+    from ferkit.core.settings import VIDEO_DETECT_SIZE, Settings, video_detect_size
+
+    low, high = VIDEO_DETECT_SIZE
+    assert [video_detect_size(w, h) for w, h in ((320, 240), (640, 480), (960, 540), (1280, 720), (3840, 2160))] \
+        == [low, 480, 720, high, high]
+    assert video_detect_size(480, 640) == 480  # portrait: the longer side counts
+    args = build_parser().parse_args(["video", "x.mp4", "-o", "y.mp4"])
+    assert settings_from_args(args, "video", frame_size=(1280, 720)).detect_size == 720
+    given = build_parser().parse_args(["video", "x.mp4", "-o", "y.mp4", "--detect-size", "320"])
+    assert settings_from_args(given, "video", frame_size=(1280, 720)).detect_size == 320  # the flag wins
+    assert Settings.profile("photo", frame_size=(1280, 720)).detect_size is None  # photos keep the detector's own

@@ -113,8 +113,13 @@ class Recognizer:
 
 
 def _build_detector(settings: Settings) -> FaceDetector:
-    """The settings' detector: built by name with their input size, or the given object as is."""
+    """The settings' detector: built by name with their input size and threads, or the given object as is.
+
+    Detection and classification run one after the other on an image, so both may use every core.
+    """
     if not isinstance(settings.detector, str):
         return settings.detector
-    kwargs = {} if settings.detect_size is None else {"max_side": settings.detect_size}
+    kwargs: dict[str, Any] = {"threads": settings.threads or None}
+    if settings.detect_size is not None:
+        kwargs["max_side"] = settings.detect_size
     return create_detector(settings.detector, **kwargs)

@@ -34,16 +34,21 @@ MAX_PIXELS = 50_000_000
 #: Languages of the emotion labels (:mod:`ferkit.core.labels`).
 DEFAULT_LANG = "en"
 
+#: Video: the detector sees 3/4 of the frame's longer side, kept within these bounds (docs/video.md,
+#: real-footage benchmark): 480 px on 640×480 frames (≥ 60 frames/s with 5 faces on a Zen 4), 720 on
+#: 1280×720 and larger (its 30 px faces stay above the detector's ~16 px floor; ≥ 30 frames/s).
+VIDEO_DETECT_SIZE = (480, 720)
+
 #: How each front end departs from the defaults, and why:
 #: - ``photo`` (``ferkit analyze``, the Python API): the classifier may use every core on a photo's faces.
 #: - ``video`` (``ferkit video``/``camera``): one classifier thread, since a second core decodes and
-#:   encodes frames; the detector sees frames with the long side at 480 px (faces down to ~32 px in
-#:   640×480 stay readable; docs/video.md), which is what makes 60 frames/s possible.
+#:   encodes frames; the detector input follows the frame size (:func:`video_detect_size`; 480 px when
+#:   the frame size is not given), which is what makes 60 frames/s possible.
 #: - ``service`` (``ferkit serve``) and ``worker`` (the Ray engine): one thread per inference, because
 #:   parallelism comes from several requests or workers at once (docs/service.md).
 PROFILES: dict[str, dict[str, Any]] = {
     "photo": {},
-    "video": {"threads": 1, "detect_size": 480},
+    "video": {"threads": 1, "detect_size": VIDEO_DETECT_SIZE[0]},
     "service": {"threads": 1},
     "worker": {"threads": 1},
 }
@@ -59,7 +64,7 @@ class Settings:
         detect_size: the detector sees images with their longer side at most this many pixels
             (None = the detector's own default; 0 = always full size). Smaller is faster and
             misses smaller faces.
-        threads: onnxruntime threads of the classifier (0 = one per core).
+        threads: onnxruntime threads of the classifier and of the detector (0 = one per core).
         quality: quality-gate thresholds that differ from :class:`~ferkit.core.quality.QualityGate`'s
             defaults, e.g. ``{"min_face_size": 30}`` (a ``QualityGate`` is accepted and kept as its fields).
         max_pixels: larger images are refused before decoding (decompression-bomb guard).
@@ -99,14 +104,18 @@ class Settings:
             raise ConfigError(f"unknown label language {self.lang!r}; choose one of {', '.join(LANGUAGES)}")
 
     @classmethod
-    def profile(cls, name: str, **overrides: Any) -> Settings:
+    def profile(cls, name: str, frame_size: tuple[int, int] | None = None, **overrides: Any) -> Settings:
         """The settings a front end starts from (:data:`PROFILES`), with ``overrides`` on top.
 
         Overrides that are None are ignored, so unset command-line flags keep the profile's value.
+        ``frame_size`` (width, height) of a video's frames sets the ``video`` profile's detector input
+        (:func:`video_detect_size`) unless ``detect_size`` is given.
         """
         if name not in PROFILES:
             raise ConfigError(f"unknown settings profile {name!r}; choose one of {', '.join(PROFILES)}")
         given = {k: v for k, v in overrides.items() if v is not None}
+        if name == "video" and frame_size is not None and "detect_size" not in given:
+            given["detect_size"] = video_detect_size(*frame_size)
         unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
@@ -152,3 +161,13 @@ def _quality_dict(quality: Any) -> dict[str, float]:
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise ConfigError(f"quality setting {k} must be a number, got {v!r}")
     return dict(quality)
+
+
+def video_detect_size(width: int, height: int) -> int:
+    """The detector's input size (longer side, px) for video frames of ``width × height``.
+
+    Three quarters of the longer side, within :data:`VIDEO_DETECT_SIZE`: 640×480 → 480, 1280×720 → 720,
+    1920×1080 → 720; frames smaller than the lower bound are not upscaled (the detector never does).
+    """
+    low, high = VIDEO_DETECT_SIZE
+    return int(min(max(round(0.75 * max(width, height)), low), high))

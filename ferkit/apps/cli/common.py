@@ -71,17 +71,19 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
     """
     from ferkit.core.labels import LANGUAGES
     from ferkit.core.quality import QualityGate
-    from ferkit.core.settings import Settings
+    from ferkit.core.settings import VIDEO_DETECT_SIZE, Settings
 
     d, gate = Settings.profile(profile), QualityGate()
     size = "the detector's own" if d.detect_size is None else f"{d.detect_size}"
+    if profile == "video":
+        size = "3/4 of the frame's longer side, {}-{}".format(*VIDEO_DETECT_SIZE)
     g = p.add_argument_group("models, quality gate and labels")
     g.add_argument("--model", help=f"classifier name or .onnx path (default {d.model}; `ferkit models` lists them)")
     g.add_argument("--detector", help=f"face detector (default {d.detector}); see `ferkit models`")
     g.add_argument("--detect-size", type=int, metavar="PX", help=f"the detector sees images with the longer side "
                    f"at most PX (default {size}; 0 = full size); smaller is faster, small faces are missed")
-    g.add_argument("--threads", type=int, help=f"classifier threads (default {d.threads or 'one per core'}; "
-                   "0 = one per core)")
+    g.add_argument("--threads", type=int, help="inference threads, classifier and detector "
+                   f"(default {d.threads or 'one per core'}; 0 = one per core)")
     g.add_argument("--lang", help=f"language of the emotion labels: {' or '.join(LANGUAGES)} (default {d.lang})")
     for name, text in _QUALITY_FLAGS:
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{text} (default {getattr(gate, name):g})")

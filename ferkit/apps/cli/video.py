@@ -70,9 +70,10 @@ def _cmd_video(args: argparse.Namespace) -> int:
     args.input = args.input[0]
     options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
     options.validate()  # ConfigError → usage error (exit 2) before any model loads
-    open_video(args.input)[0].release()  # bad input or output fails fast, before the models load
+    cap, info = open_video(args.input)  # bad input or output fails fast, before the models load
+    cap.release()
     check_outputs(args.input, args.output, args.results, write_video=not args.no_video)
-    rec = build_recognizer(args, "video")
+    rec = build_recognizer(args, "video", frame_size=(info.width, info.height))
     warn_missing_font(rec.settings, pictures=not args.no_video)
     report = process_video(args.input, args.output, args.results, recognizer=rec, options=options,
                            write_video=not args.no_video, progress=not args.no_progress)
@@ -111,6 +112,8 @@ def _add_camera(sub) -> None:
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
+    import cv2
+
     from ferkit.apps.video import open_camera, options_from_args, run_camera
 
     options = options_from_args(args)
@@ -118,8 +121,10 @@ def _cmd_camera(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     device = int(args.device) if args.device.strip().isdigit() else args.device
-    open_camera(device).release()  # an absent or busy camera fails fast, before the models load
-    rec = build_recognizer(args, "video")
+    cap = open_camera(device)  # an absent or busy camera fails fast, before the models load
+    frame_size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    rec = build_recognizer(args, "video", frame_size=frame_size)
     warn_missing_font(rec.settings, pictures=not args.headless)
     try:
         n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)

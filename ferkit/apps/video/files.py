@@ -79,9 +79,9 @@ def _open(src: Path, video_path: Path, folder: Path, output: Any, results_dir: A
         if not ok or frame is None:
             raise VideoError(f"{src}: contains no decodable frames (empty or damaged video)")
         check_outputs(src, output, results_dir, write_video)
-        if recognizer is None:
-            recognizer = Settings.profile("video").build()
         h, w = frame.shape[:2]
+        if recognizer is None:
+            recognizer = Settings.profile("video", frame_size=(w, h)).build()
         table = TrackTable(folder / src.stem, options.table_format, flush_every=max(1, round(info.fps)))
         try:
             writer = (_BackgroundWriter(_open_writer(video_path, info.fps, (w, h)), options.bars)
@@ -159,7 +159,8 @@ def process_video(input_path: str | Path, output: str | Path | None = None, resu
         input_path: any container/codec OpenCV's FFmpeg reads.
         output: annotated video path (ignored when ``write_video`` is False).
         results_dir: folder for the table, plots and summary.
-        recognizer: a :class:`~ferkit.Recognizer`, used as given (default: ``Settings.profile("video").build()``).
+        recognizer: a :class:`~ferkit.Recognizer`, used as given (default: the ``video`` profile built for
+            the video's frame size, ``Settings.profile("video", frame_size=(w, h)).build()``).
         options: :class:`VideoOptions`.
         write_video: write the annotated video.
         progress: show a tqdm progress bar (frames/s) on stderr when it is a terminal.
@@ -200,7 +201,8 @@ def process_video(input_path: str | Path, output: str | Path | None = None, resu
         finally:
             table.close()
     o = asdict(options)
-    o.update(detector=getattr(recognizer, "detector_name", None), model=getattr(recognizer, "model_name", None))
+    o.update(detector=getattr(recognizer, "detector_name", None), model=getattr(recognizer, "model_name", None),
+             detect_size=getattr(getattr(recognizer, "detector", None), "max_side", None))
     report = VideoReport(input=str(src), status=_final_status(status, index, info), frames=index, fps=info.fps,
                          width=w, height=h, expected_frames=info.frame_count,
                          video=str(video_path) if writer is not None else None,
