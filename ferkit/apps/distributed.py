@@ -342,11 +342,7 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
-    items, errors = list_inputs(paths)
-    for e in errors if on_error is not None else ():
-        on_error(e)
-    if not items:
-        raise InputError("nothing to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+    items, errors = _found(list_inputs(paths), on_error, "nothing to analyse")
     settings = _portable(settings or Settings.profile("worker"))
     store = ResultStore(out_dir, "photos", {**settings, "images": images, "bars": bars})
     used: set[str] = set()
@@ -377,11 +373,7 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     t0 = time.perf_counter()
     options = options or VideoOptions()
     options.validate()
-    items, errors = find_videos(paths)
-    for e in errors if on_error is not None else ():
-        on_error(e)
-    if not items:
-        raise InputError("no videos to analyse" + ("" if on_error else "".join(f"; {e}" for e in errors)))
+    items, errors = _found(find_videos(paths), on_error, "no videos to analyse")
     settings = _portable(settings or Settings.profile("video"))
     store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video})
     extra = video_targets(items, store.out_dir.resolve(), write_video)
@@ -391,6 +383,20 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     run = _run(items, store, VideoWorker, ctor, address=address, workers=workers, batch_size=1, extra=extra,
                unit="video", progress=progress, on_error=on_error, on_record=None)
     return _summary(store, items, "jsonl", "videos", t0, errors, *run)
+
+
+def _found(found: tuple[list, list[str]], on_error: Any, nothing: str) -> tuple[list, list[str]]:
+    """The inputs found and the error lines of those that cannot be read (reported as they are known).
+
+    Raises:
+        InputError: nothing to work on; the message lists the errors unless ``on_error`` has had them.
+    """
+    items, errors = found
+    for e in errors if on_error is not None else ():
+        on_error(e)
+    if not items:
+        raise InputError(nothing + ("" if on_error else "".join(f"; {e}" for e in errors)))
+    return items, errors
 
 
 def _portable(settings: Settings) -> dict:
