@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--keep-lost", type=int, default=VideoOptions.keep_lost)
     ap.add_argument("--no-adaptive", action="store_true")
     ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
+    ap.add_argument("--classify-budget", type=float, default=VideoOptions.classify_budget)
     ap.add_argument("--detector", default=None, help="face detector (default: ferkit video's)")
     ap.add_argument("--detect-size", type=int, default=None, help="detector input size (default: ferkit video's)")
     ap.add_argument("--model", default=None, help="emotion model (default: ferkit video's)")
@@ -173,7 +174,7 @@ def main() -> None:
     opts = VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
                         confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
                         keep_lost=args.keep_lost,
-                        classify_every=args.classify_every)
+                        classify_every=args.classify_every, classify_budget=args.classify_budget)
     rec = recognizer(args.size[0])
     print(f"model {rec.model_name}, detector {rec.detector_name} (input size follows the frame size unless "
           f"--detect-size), detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
