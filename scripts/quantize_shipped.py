@@ -49,7 +49,8 @@ def main() -> None:
                    "fp16_weights": False, "int8_weights": False, "int8_qdq": True,
                    "parity_max_abs_diff": float(diff.max()), "exported": dt.date.today().isoformat(),
                    "command": "python scripts/quantize_shipped.py " + " ".join(sys.argv[1:]),
-                   "note": f"{args.source} quantized to static int8 (onnxruntime QDQ: per-channel int8 weights, "
+                   "note": f"{args.source} quantized to static int8 (onnxruntime QDQ: per-channel 7-bit weights, "
+                           "so that CPUs without VNNI compute the same integers as those with it, "
                            "uint8 activations, calibrated on 512 FER2013 training faces); int8 arithmetic. "
                            "The parity figure is the largest logit difference from the float32 graph on "
                            "64 calibration faces."})
