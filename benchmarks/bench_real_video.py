@@ -60,9 +60,10 @@ def score(gt: dict, reported: dict[int, list], iou: float = 0.5) -> dict:
     acc = mm.MOTAccumulator(auto_id=True)
     number = {name: i + 1 for i, name in enumerate(gt["faces"])}  # motmetrics wants numeric ids
     on_ignored: Counter = Counter()  # per reported id: frames spent on an unannotated real face
+    ignore = gt.get("ignore") or [[]] * len(gt["frames"])
     for f, truth in enumerate(gt["frames"]):
         all_hyp = reported.get(f, [])
-        hyp = _drop_ignored(all_hyp, truth, gt.get("ignore", [[]] * len(gt["frames"]))[f], iou)
+        hyp = _drop_ignored(all_hyp, truth, ignore[f], iou)
         on_ignored.update(h[0] for h in all_hyp if h not in hyp)
         g_ids, g_boxes = [number[t[0]] for t in truth], np.array([t[1] for t in truth], float).reshape(-1, 4)
         h_ids, h_boxes = [h[0] for h in hyp], np.array([h[1] for h in hyp], float).reshape(-1, 4)
@@ -166,6 +167,7 @@ def main() -> None:
     ap.add_argument("--iou", type=float, default=0.5, help="IoU at which a reported box matches a true one")
     ap.add_argument("--json", default=None, help="also write the per-clip results to this JSON file")
     args = ap.parse_args()
+
     def recognizer(size: str):
         """What `ferkit video` uses on frames of this size: its settings profile, with these flags on top."""
         return Settings.profile("video", frame_size=SIZES[size], model=args.model, detector=args.detector,
@@ -175,9 +177,7 @@ def main() -> None:
                         confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
                         keep_lost=args.keep_lost,
                         classify_every=args.classify_every, classify_budget=args.classify_budget)
-    rec = recognizer(args.size[0])
-    print(f"model {rec.model_name}, detector {rec.detector_name} (input size follows the frame size unless "
-          f"--detect-size), detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
+    print(f"detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
           f"{opts.confirm_hits} (score {opts.confirm_score:g}), keep lost {opts.keep_lost}, "
           f"classify every {opts.classify_every}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
@@ -185,7 +185,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.size:
             rec = recognizer(size)
-            print(f"{size}: detector input {rec.detector.max_side} px", flush=True)
+            print(f"{size}: model {rec.model_name}, detector {rec.detector_name} at {rec.detector.max_side} px",
+                  flush=True)
             for clip in [c for c in CLIPS if c.name in args.clips]:
                 video, gt_path = write_clip(clip, size, Path(args.clip_dir))
                 rows.append(run_clip(video, gt_path, rec, opts, Path(tmp), args.iou))

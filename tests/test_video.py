@@ -423,6 +423,7 @@ def portrait_clip(tmp_path_factory, astronaut) -> Path:
 
 
 def test_cli_video_with_default_detector(tmp_path, portrait_clip, capsys):
+    from ferkit.apps.video import open_video
     from ferkit.core.detection import DEFAULT_DETECTOR
     from ferkit.core.settings import video_detect_size
 
@@ -437,7 +438,9 @@ def test_cli_video_with_default_detector(tmp_path, portrait_clip, capsys):
     assert count_frames(out) == 12
     summary = json.loads((tmp_path / "portrait.summary.json").read_text())
     assert summary["options"]["detector"] == DEFAULT_DETECTOR and summary["tracks"][0]["dominant_emotion"]
-    assert summary["options"]["detect_size"] == video_detect_size(*first_frame_size(portrait_clip))
+    cap, info = open_video(portrait_clip)
+    cap.release()
+    assert summary["options"]["detect_size"] == video_detect_size(info.width, info.height)
 
 
 def test_cli_video_json_summary_with_video_detector(tmp_path, portrait_clip, capsys):
@@ -486,11 +489,3 @@ def test_camera_without_window_is_one_error_line(portrait_clip, capsys, monkeypa
     monkeypatch.setattr(video.camera, "window_unavailable", lambda: "no display to open a window on")
     code, _, err = run_cli(["camera", "--device", str(portrait_clip)], capsys)
     assert code == 1 and err.count("\n") == 1 and "no display" in err
-
-
-def first_frame_size(path) -> tuple[int, int]:
-    cap = cv2.VideoCapture(str(path))
-    ok, frame = cap.read()
-    cap.release()
-    assert ok
-    return frame.shape[1], frame.shape[0]

@@ -112,9 +112,7 @@ def _add_camera(sub) -> None:
 
 
 def _cmd_camera(args: argparse.Namespace) -> int:
-    import cv2
-
-    from ferkit.apps.video import open_camera, options_from_args, run_camera
+    from ferkit.apps.video import frame_size, open_camera, options_from_args, run_camera
 
     options = options_from_args(args)
     options.validate()
@@ -122,9 +120,9 @@ def _cmd_camera(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     device = int(args.device) if args.device.strip().isdigit() else args.device
     cap = open_camera(device)  # an absent or busy camera fails fast, before the models load
-    frame_size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    size = frame_size(cap)
     cap.release()
-    rec = build_recognizer(args, "video", frame_size=frame_size)
+    rec = build_recognizer(args, "video", frame_size=size)
     warn_missing_font(rec.settings, pictures=not args.headless)
     try:
         n = run_camera(rec, device, options, headless=args.headless, max_frames=args.max_frames)

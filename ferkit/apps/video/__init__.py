@@ -37,6 +37,7 @@ from ferkit.apps.video.io import (
     VideoInfo,
     check_outputs,
     default_outputs,
+    frame_size,
     open_camera,
     open_video,
 )
@@ -53,7 +54,7 @@ __all__ = [
     "FALLBACK_FPS", "NO_WINDOW_HINT", "TABLE_COLUMNS", "TABLE_FORMATS",
     "VIDEO_SUFFIXES", "FrameAnalyzer", "FrameResult", "TrackSample", "TrackSummary", "TrackTable", "VideoInfo",
     "VideoOptions", "VideoReport", "_Series", "add_tracking_arguments", "check_outputs", "cv2",
-    "default_outputs", "display_available", "format_summary", "open_camera",
+    "default_outputs", "display_available", "format_summary", "frame_size", "open_camera",
     "open_video", "options_from_args", "process_video", "run_camera",
     "window_unavailable",
 ]

@@ -175,11 +175,16 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     assumed = not (0 < fps < 1000) or math.isnan(fps)
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-    info = VideoInfo(path=str(p), width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                     height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps=FALLBACK_FPS if assumed else fps,
+    width, height = frame_size(cap)
+    info = VideoInfo(path=str(p), width=width, height=height, fps=FALLBACK_FPS if assumed else fps,
                      frame_count=int(count) if count and count > 0 and math.isfinite(count) else 0,
                      fps_assumed=assumed)
     return cap, info
+
+
+def frame_size(cap: cv2.VideoCapture) -> tuple[int, int]:
+    """(width, height) the capture reports for its frames (0, 0 when it does not say)."""
+    return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
 
 def open_camera(device: int | str) -> cv2.VideoCapture:
