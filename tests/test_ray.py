@@ -286,12 +286,12 @@ def test_input_that_kills_its_worker_gets_an_error_record_and_the_rest_finish(cl
     assert got[str(folder / "a.jpg")]["faces"] and got[str(folder / "b.jpg")]["faces"]
 
 
-def _portrait_clip(path: Path, frames: int = 10) -> Path:
+def _portrait_clip(path: Path, frames: int = 10, size: tuple[int, int] = (320, 240)) -> Path:
     head = cv2.resize(cv2.imread(str(EXAMPLE))[60:360, 40:300], (130, 150), interpolation=cv2.INTER_AREA)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v")), 10.0,
-                        (320, 240))
+                        size)
     for i in range(frames):
-        img = np.full((240, 320, 3), 110, np.uint8)
+        img = np.full((size[1], size[0], 3), 110, np.uint8)
         img[40:190, 20 + 5 * i:150 + 5 * i] = head
         w.write(img)
     w.release()
@@ -304,7 +304,7 @@ def test_videos_one_task_each_write_what_ferkit_video_writes(cluster, tmp_path, 
     for sub in ("a", "b"):
         (videos / sub).mkdir(parents=True)
         _portrait_clip(videos / sub / "clip.mp4")  # same name twice: each gets its own folder
-    _portrait_clip(videos / "other.avi", frames=6)
+    _portrait_clip(videos / "other.avi", frames=6, size=(800, 600))
     (videos / "empty.mp4").write_bytes(b"")
     code, _, err = cli(["video", videos / "a" / "clip.mp4", "-o", tmp_path / "local" / "clip.mp4", "--no-progress"],
                        capsys)
@@ -322,6 +322,9 @@ def test_videos_one_task_each_write_what_ferkit_video_writes(cluster, tmp_path, 
     assert [{**t, "plot": Path(t["plot"]).name} for t in recs["clip.mp4@clip_1"]["tracks"]] == \
         [{**t, "plot": Path(t["plot"]).name} for t in local["tracks"]]
     assert (out / "clip_2" / "clip.annotated.mp4").stat().st_size > 1000 and (out / "other.summary.json").exists()
+    # as with `ferkit video`, the detector's input follows each video's frame size (3/4 of 800 px)
+    assert recs["clip.mp4@clip_1"]["options"]["detect_size"] == 480
+    assert recs["other.avi@ray"]["options"]["detect_size"] == 600
     assert list(out.glob("clip_1/clip.track*.png"))
     code, _, err = cli(["video", videos, "-o", out, "--engine", "ray", "--address", address], capsys)
     assert code == 1 and "0 analysed now" in err and "4 done before" in err

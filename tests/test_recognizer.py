@@ -95,6 +95,57 @@ def test_shipped_models_classify_in_bounded_chunks(astronaut):
         assert whole.shape == (7, len(EMOTIONS))
 
 
+def test_default_model_runs_its_mirror_view_at_runtime_and_one_view_on_request():
+    """The default model's graph holds one view and the runtime adds the mirror: all views averaged by
+    default, or one chosen view per face at half the cost (what video uses)."""
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.core.preprocess import prepare_batch
+    from ferkit.core.settings import DEFAULT_MODEL
+
+    clf = EmotionClassifier(DEFAULT_MODEL, calibrated=False)
+    assert clf.runtime_views == 2 and clf.tta == "flip"
+    faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    x = prepare_batch(list(faces), 48)
+    own, mirror = clf.logits(x, views=[0] * 5), clf.logits(x, views=[1] * 5)
+    np.testing.assert_allclose(clf.logits(x), (own + mirror) / 2, atol=1e-5)
+    np.testing.assert_allclose(mirror, clf.logits(np.ascontiguousarray(x[..., ::-1]), views=[0] * 5), atol=1e-5)
+    mixed = clf.logits(x, views=[0, 1, 1, 0, 1])
+    np.testing.assert_allclose(mixed[[0, 3]], own[[0, 3]], atol=1e-5)
+    np.testing.assert_allclose(mixed[[1, 2, 4]], mirror[[1, 2, 4]], atol=1e-5)
+    assert not np.allclose(own, mirror, atol=1e-3)  # the views differ, so the choice is real
+
+
+@pytest.mark.parametrize("views", [[0, 1], [0, 2, 0], [-1, 0, 0]])
+def test_bad_view_choices_are_refused(views):
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.errors import ConfigError
+
+    x = np.zeros((3, 1, 48, 48), np.float32)
+    with pytest.raises(ConfigError, match="one view in 0..1 per face"):
+        EmotionClassifier().logits(x, views=views)
+
+
+def test_views_of_a_model_with_views_inside_its_graph_are_refused(rec, astronaut):
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.errors import ConfigError
+
+    clf = EmotionClassifier("fernet-m")  # flip inside the graph
+    assert clf.runtime_views == 1
+    with pytest.raises(ConfigError, match="inside its graph"):
+        clf.logits(np.zeros((1, 1, 48, 48), np.float32), views=[0])
+    with pytest.raises(ConfigError, match="need the faces' detections"):
+        rec.analyze(astronaut, views=[0])
+
+
+def test_one_view_per_face_through_the_recognizer(rec, astronaut):
+    det = Detection(box=ASTRONAUT_FACE, score=0.99, landmarks=None)
+    both = rec.analyze(astronaut, detections=[det]).faces[0].probabilities
+    own, mirror = (rec.analyze(astronaut, detections=[det], views=[v]).faces[0].probabilities for v in (0, 1))
+    assert not np.allclose(own, mirror, atol=1e-4)
+    assert np.abs(both - (own + mirror) / 2).max() < 0.05  # logits averaged vs probabilities: close, not equal
+    assert both.argmax() == ((own + mirror) / 2).argmax()
+
+
 def test_given_detections_skip_the_detector(rec, astronaut):
     det = Detection(box=ASTRONAUT_FACE, score=0.99, landmarks=None)
     result = rec.analyze(astronaut, detections=[det])

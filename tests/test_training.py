@@ -258,8 +258,8 @@ def test_ensemble_averages_member_probabilities_over_both_views():
 def test_tencrop_in_the_graph_matches_the_evaluation_views(tmp_path: Path):
     """The ten views baked into an exported graph are the ones `ferkit evaluate --tta tencrop` makes."""
     from ferkit.core.preprocess import prepare_batch
+    from ferkit.core.preprocess import tta_views as eval_views
     from ferkit.training.architectures import create_architecture
-    from ferkit.training.evaluation import tta_views as eval_views
     from ferkit.training.export import _Ensemble, to_onnx
     from ferkit.training.views import tta_views as graph_views
 
@@ -426,3 +426,26 @@ def test_init_from_a_single_model_onnx_export(class_folders: Path, tmp_path: Pat
     ref = EmotionClassifier(teacher, calibrated=False).logits(x.numpy())
     assert (flip.argmax(1) == ref.argmax(1)).mean() >= 0.6
     assert predict_logits(teacher, images).shape == (5, 7)
+
+
+def test_views_run_by_the_runtime_match_views_inside_the_graph(tmp_path: Path):
+    """A one-view graph whose sidecar says ``"tta_in_graph": false`` gives the logits of the same network
+    exported with the views inside, for flip and ten-crop."""
+    from ferkit.core.classification import EmotionClassifier
+    from ferkit.core.preprocess import prepare_batch
+    from ferkit.training.architectures import create_architecture
+    from ferkit.training.export import to_onnx
+
+    torch.manual_seed(0)
+    net = create_architecture("fernet_s").eval()
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    x = prepare_batch(list(faces), 48)
+    to_onnx([net], tmp_path / "one.onnx", tta="none")
+    for tta in ("flip", "tencrop"):
+        to_onnx([net], tmp_path / f"{tta}.onnx", tta=tta)
+        inside = EmotionClassifier(tmp_path / f"{tta}.onnx").logits(x)
+        (tmp_path / "one.json").write_text(json.dumps({"tta": tta, "tta_in_graph": False}))
+        outside = EmotionClassifier(tmp_path / "one.onnx")
+        assert outside.runtime_views == {"flip": 2, "tencrop": 10}[tta]
+        # ten-crop's resize is bilinear in both; OpenCV's and torch's differ in the last bits
+        np.testing.assert_allclose(outside.logits(x), inside, atol=1e-4 if tta == "flip" else 2e-2)

@@ -207,6 +207,45 @@ def test_frame_analyzer_faces_carry_track_ids(face, rec):
     assert analyzer.finish() == [1, 2]
 
 
+def _spy_on_views(rec, monkeypatch) -> list[tuple[list[int] | None, list]]:
+    """Record the views and the faces' probabilities of every analyze call the video loop makes."""
+    calls: list[tuple[list[int] | None, list]] = []
+    original = rec.analyze
+
+    def spy(image, detections=None, source=None, views=None):
+        analysis = original(image, detections=detections, source=source, views=views)
+        calls.append((views, [f.probabilities for f in analysis.faces]))
+        return analysis
+
+    monkeypatch.setattr(rec, "analyze", spy)
+    return calls
+
+
+def test_a_face_s_views_take_turns_and_its_measurement_averages_them(face, rec, monkeypatch):
+    # The default model's mirror view runs outside its graph: each classification of a face runs one
+    # view, in turn, and what is reported is the mean of the face's latest measurement of each view.
+    assert rec.classifier.runtime_views == 2
+    calls = _spy_on_views(rec, monkeypatch)
+    still = _frame(0, face, faces=1)
+    analyzer = FrameAnalyzer(rec, VideoOptions(classify_every=1, classify_budget=0, smooth="none"), (W, H))
+    results = [analyzer.process(still, i) for i in range(CONFIRM + 5)]
+    views = [v[0] for v, _ in calls]
+    assert len(views) >= 5 and views == [i % 2 for i in range(len(views))]
+    first, previous, last = calls[0][1][0], calls[-2][1][0], calls[-1][1][0]
+    reported = [s for r in results for s in r.samples if s.classified]
+    np.testing.assert_allclose(reported[0].raw, first)  # one view so far: its own answer
+    np.testing.assert_allclose(reported[-1].raw, (previous + last) / 2)
+    np.testing.assert_allclose(reported[-1].face.probabilities, (previous + last) / 2)
+
+
+def test_all_views_on_every_classification_when_asked(face, rec, monkeypatch):
+    calls = _spy_on_views(rec, monkeypatch)
+    analyzer = FrameAnalyzer(rec, VideoOptions(classify_every=1, classify_budget=0, split_views=False), (W, H))
+    for i in range(CONFIRM + 2):
+        analyzer.process(_frame(i, face), i)
+    assert calls and all(v is None for v, _ in calls)
+
+
 class PhantomDetector(BlobDetector):
     """The blob detector plus a false face at a new place on every ``every``-th call."""
 

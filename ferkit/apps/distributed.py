@@ -144,13 +144,32 @@ class PhotoWorker(_Worker):
 
 
 class VideoWorker(_Worker):
-    """Ray actor for videos: one Recognizer set up for video, :func:`ferkit.apps.video.process_video` per file."""
+    """Ray actor for videos: :func:`ferkit.apps.video.process_video` per file, with a Recognizer set up for video.
 
-    def __init__(self, settings: dict, cwd: str, options: dict, write_video: bool):
+    With ``per_video_size`` the detector's input follows each video's frame size
+    (:func:`~ferkit.core.settings.video_detect_size`), as ``ferkit video`` does; the Recognizers of the
+    last few sizes are kept, so a run over many videos of a few sizes loads the models a few times.
+    """
+
+    KEEP = 4  # recognizers kept, one per detector input size (a few MB each)
+
+    def __init__(self, settings: dict, cwd: str, options: dict, write_video: bool, per_video_size: bool = False):
         super().__init__(cwd)
-        self.rec = _build_recognizer(settings)
+        self.settings = settings
+        self.per_video_size = per_video_size
+        self._recs: dict[int | None, Any] = {}
         self.options = options
         self.write_video = write_video
+
+    def _recognizer(self, source: str) -> Any:
+        from ferkit.core.settings import VIDEO_DETECT_SIZE
+
+        size = (_detect_size_of(source) or VIDEO_DETECT_SIZE[0]) if self.per_video_size else None
+        if size not in self._recs:
+            if len(self._recs) >= self.KEEP:
+                self._recs.pop(next(iter(self._recs)))
+            self._recs[size] = _build_recognizer({**self.settings, **({"detect_size": size} if size else {})})
+        return self._recs[size]
 
     def _one(self, item: dict) -> tuple[str, str | None]:
         from ferkit.apps.batch import error_record
@@ -159,12 +178,28 @@ class VideoWorker(_Worker):
 
         source = item["source"] if self.same_cwd else item["key"]
         try:
-            report = process_video(source, item["video"], item["results"], recognizer=self.rec,
+            report = process_video(source, item["video"], item["results"], recognizer=self._recognizer(source),
                                    options=VideoOptions(**self.options), write_video=self.write_video,
                                    progress=False)
         except FerkitError as e:
             return json.dumps(error_record(item["source"], str(e))), str(e)
         return json.dumps(report.to_dict()), report.message()
+
+
+def _detect_size_of(source: str) -> int | None:
+    """The video detector input for ``source``'s frame size; None when the size cannot be read (then
+    process_video reports why, or reads the frames anyway)."""
+    import cv2
+
+    from ferkit.apps.video.io import frame_size
+    from ferkit.core.settings import video_detect_size
+
+    cap = cv2.VideoCapture(str(source))
+    try:
+        w, h = frame_size(cap) if cap.isOpened() else (0, 0)
+    finally:
+        cap.release()
+    return video_detect_size(w, h) if w > 0 and h > 0 else None
 
 
 # ---------------------------------------------------------------- driver
@@ -355,8 +390,8 @@ def analyze_photos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
 
 def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT, *, address: str | None = None,
                    workers: int | None = None, settings: Settings | None = None, options: Any = None,
-                   write_video: bool = True, progress: bool = True,
-                   on_error: Any = None) -> RunSummary:
+                   write_video: bool = True, progress: bool = True, on_error: Any = None,
+                   per_video_size: bool | None = None) -> RunSummary:
     """Run :func:`ferkit.apps.video.process_video` on every video, one Ray task per video; resumable, exactly once.
 
     Each video writes what ``ferkit video`` writes (annotated video, per-frame table, track plots,
@@ -366,6 +401,9 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     Args:
         settings: the pipeline of every worker (default: the ``video`` profile).
         options: :class:`ferkit.apps.video.VideoOptions`.
+        per_video_size: the detector's input follows each video's frame size, as with ``ferkit video``
+            (:func:`~ferkit.core.settings.video_detect_size`), instead of ``settings.detect_size``;
+            default: True when ``settings`` are not given.
     """
     from ferkit.apps.batch import ResultStore, find_videos, video_targets
     from ferkit.apps.video import VideoOptions
@@ -374,12 +412,17 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     options = options or VideoOptions()
     options.validate()
     items, errors = _found(find_videos(paths), on_error, "no videos to analyse")
+    per_video_size = settings is None if per_video_size is None else per_video_size
     settings = _portable(settings or Settings.profile("video"))
-    store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video})
+    if per_video_size:
+        settings.pop("detect_size", None)  # each worker sets it per video; not part of the run's identity
+    store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video,
+                                            "per_video_size": per_video_size})
     extra = video_targets(items, store.out_dir.resolve(), write_video)
     for t in extra.values():
         Path(t["results"]).mkdir(parents=True, exist_ok=True)
-    ctor = {"settings": settings, "cwd": os.getcwd(), "options": asdict(options), "write_video": write_video}
+    ctor = {"settings": settings, "cwd": os.getcwd(), "options": asdict(options), "write_video": write_video,
+            "per_video_size": per_video_size}
     run = _run(items, store, VideoWorker, ctor, address=address, workers=workers, batch_size=1, extra=extra,
                unit="video", progress=progress, on_error=on_error, on_record=None)
     return _summary(store, items, "jsonl", "videos", t0, errors, *run)

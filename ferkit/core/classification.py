@@ -2,8 +2,16 @@
 
 Shipped models live in ``ferkit/weights/``: ``NAME.onnx`` (logits out), a
 machine-readable ``NAME.json`` (input size, softmax temperature fitted on
-validation data, measured accuracy) and a human model card ``NAME.md``. Any
-``.onnx`` path works wherever a name does; its ``.json`` sidecar is optional.
+validation data, test-time views, measured accuracy) and a human model card
+``NAME.md``. Any ``.onnx`` path works wherever a name does; its ``.json``
+sidecar is optional.
+
+A model's test-time views (``tta``: none, flip, tencrop) are either inside its
+graph (``ferkit export``'s form, portable to any ONNX runtime) or, where the
+sidecar says ``"tta_in_graph": false``, run here around a one-view graph: the
+same arithmetic, and a caller may then ask for one view per face
+(:meth:`EmotionClassifier.logits`), which is how video spreads the default
+model's mirror view over consecutive frames of a track at half the cost.
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.core.labels import EMOTIONS
-from ferkit.core.preprocess import TTA_VIEWS, prepare_batch
+from ferkit.core.preprocess import TTA_VIEWS, prepare_batch, tta_views
 from ferkit.core.runtime import ort_session
 from ferkit.core.settings import DEFAULT_MODEL
-from ferkit.errors import ModelError
+from ferkit.errors import ConfigError, ModelError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -43,8 +51,13 @@ class ModelInfo:
 
 
 def tta_mode(meta: dict) -> str:
-    """The test-time views inside an exported graph, from its sidecar (``flip`` when it does not say)."""
+    """The test-time views a model is run with, from its sidecar (``flip`` when it does not say)."""
     return meta.get("tta", "flip")
+
+
+def tta_in_graph(meta: dict) -> bool:
+    """Whether those views are inside the graph (True unless the sidecar says ``"tta_in_graph": false``)."""
+    return bool(meta.get("tta_in_graph", True))
 
 
 def list_models() -> list[str]:
@@ -91,24 +104,68 @@ class EmotionClassifier:
         self.input_size = self.info.input_size
         self.temperature = self.info.temperature if calibrated else 1.0
         self.session = ort_session(self.info.path, threads)
-        # images per onnxruntime call, test-time views included: bounds peak memory (a ten-crop model
-        # turns 64 faces into 640 images, ~2 GB of activations) at no cost in speed (faces/s measured
-        # flat from batch 1 to 64 for the shipped models)
-        self.chunk = max(1, 64 // TTA_VIEWS.get(tta_mode(self.info.meta or {}), 2))
+        meta = self.info.meta or {}
+        self.tta = tta_mode(meta)
+        if self.tta not in TTA_VIEWS:
+            raise ModelError(f"{self.info.path.with_suffix('.json')}: unknown tta {self.tta!r}")
+        #: test-time views this runtime runs around the graph (1 when they are inside it): a caller
+        #: of :meth:`logits` may pick one of them per face
+        self.runtime_views = 1 if tta_in_graph(meta) else TTA_VIEWS[self.tta]
+        # faces per onnxruntime call: 64 images with the test-time views, which bounds peak memory (a
+        # ten-crop model turns 64 faces into 640 images, ~2 GB of activations) at no cost in speed
+        # (faces/s measured flat from batch 1 to 64 for the shipped models)
+        self.chunk = max(1, 64 // TTA_VIEWS[self.tta])
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         out_shape = self.session.get_outputs()[0].shape
         if out_shape[-1] not in (len(EMOTIONS), None) and not isinstance(out_shape[-1], str):
             raise ModelError(f"{self.info.path}: outputs {out_shape[-1]} classes, expected {len(EMOTIONS)}")
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Normalised float input ``(N, 1, S, S)`` → raw logits ``(N, 7)``."""
+    def logits(self, batch: np.ndarray, views: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Normalised float input ``(N, 1, S, S)`` → raw logits ``(N, 7)``, averaged over the test-time views.
+
+        Args:
+            views: for a model whose views run here (``runtime_views > 1``), the one view to run for each
+                face instead (0 = as is, 1 = mirrored, …; :func:`~ferkit.core.preprocess.tta_views` order),
+                at ``1 / runtime_views`` of the cost.
+
+        Raises:
+            ferkit.errors.ConfigError: ``views`` for a model whose views are inside its graph, or out of range.
+        """
         if len(batch) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
         batch = np.ascontiguousarray(batch, np.float32)
-        return np.concatenate([self.session.run(None, {self._input: batch[i:i + self.chunk]})[0]
-                               for i in range(0, len(batch), self.chunk)])
+        pick = self._check_views(views, len(batch))
+        out = []
+        for i in range(0, len(batch), self.chunk):
+            part = batch[i:i + self.chunk]
+            if self.runtime_views == 1:
+                out.append(self._run(part))
+                continue
+            every = tta_views(part, self.tta, self.input_size)
+            if pick is None:  # all views in one call, then the mean of each face's views (as in a graph)
+                out.append(self._run(np.concatenate(every)).reshape(len(every), len(part), -1).mean(0))
+            else:
+                chosen = pick[i:i + self.chunk]
+                out.append(self._run(np.stack([every[v][j] for j, v in enumerate(chosen)])))
+        return np.concatenate(out)
 
-    def predict(self, crops: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Grey face crops (uint8, ideally aligned ``S``×``S``) → calibrated probabilities ``(N, 7)``."""
-        return softmax(self.logits(prepare_batch(list(crops), self.input_size)), self.temperature)
+    def predict(self, crops: list[np.ndarray] | np.ndarray, views: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Grey face crops (uint8, ideally aligned ``S``×``S``) → calibrated probabilities ``(N, 7)``
+        (``views``: see :meth:`logits`)."""
+        return softmax(self.logits(prepare_batch(list(crops), self.input_size), views), self.temperature)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
+
+    def _check_views(self, views: np.ndarray | list[int] | None, n: int) -> np.ndarray | None:
+        if views is None:
+            return None
+        if self.runtime_views == 1:
+            raise ConfigError(f"{self.name}: its test-time views are inside its graph and cannot be run one at "
+                              "a time (only models whose sidecar says \"tta_in_graph\": false can)")
+        pick = np.asarray(views, np.int64).reshape(-1)
+        if len(pick) != n or (pick < 0).any() or (pick >= self.runtime_views).any():
+            raise ConfigError(f"views must give one view in 0..{self.runtime_views - 1} per face "
+                              f"({n} faces), got {list(pick)}")
+        return pick

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ferkit.errors import ConfigError
+
 INPUT_SIZE = 48
 # Fixed constants (close to FER2013's pixel mean/std) rather than per-data-set
 # statistics, so a model's input contract does not depend on what it was trained on.
@@ -25,6 +27,33 @@ def normalize(grey_uint8):
 
 # Test-time augmentation: views per face of each mode (``ferkit evaluate --tta``, ``ferkit export --tta``).
 TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
+
+
+def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
+    """Test-time views of ``size × size`` faces held in the last two axes (uint8 crops ``(N, S, S)`` or model
+    input ``(N, 1, S, S)``): the faces themselves (``none``), and their mirrors (``flip``), or the 4 corner
+    and centre crops at 90 % of the side, resized back, and their mirrors (``tencrop``).
+
+    This is the numpy form of the views; :mod:`ferkit.training.views` builds the same ones into exported
+    graphs (a test checks they agree).
+
+    Raises:
+        ferkit.errors.ConfigError: an unknown ``tta``.
+    """
+    if tta not in TTA_VIEWS:
+        raise ConfigError(f"unknown tta {tta!r}; choose {', '.join(TTA_VIEWS)}")
+    if tta != "tencrop":
+        return [images, images[..., ::-1]] if tta == "flip" else [images]
+    c = int(round(size * 0.9))
+    flat = images.reshape(-1, size, size)
+    views = []
+    for y, x in tencrop_offsets(size):
+        crop = np.empty_like(flat)
+        for i, im in enumerate(flat):
+            crop[i] = cv2.resize(im[y:y + c, x:x + c], (size, size), interpolation=cv2.INTER_LINEAR)
+        crop = crop.reshape(images.shape)
+        views += [crop, crop[..., ::-1]]
+    return views
 
 
 def tencrop_offsets(size: int) -> list[tuple[int, int]]:

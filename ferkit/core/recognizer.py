@@ -67,13 +67,18 @@ class Recognizer:
     def detector_name(self) -> str:
         return getattr(self.detector, "name", type(self.detector).__name__)
 
-    def analyze(self, image: Any, detections: list[Detection] | None = None, source: str | None = None) -> Analysis:
+    def analyze(self, image: Any, detections: list[Detection] | None = None, source: str | None = None,
+                views: list[int] | None = None) -> Analysis:
         """Analyse one image.
 
         Args:
             image: path, encoded bytes, numpy BGR/BGRA/grey array or PIL image.
             detections: faces already located (e.g. by a video tracker); skips detection.
             source: name recorded in the result (defaults to the path when ``image`` is one).
+            views: with ``detections``, classify each face on one of the model's test-time views only
+                (0 = as is, 1 = mirrored) at a fraction of the cost; for models whose views run outside
+                their graph (``recognizer.classifier.runtime_views > 1``, the default model). The video
+                loop uses it to spread the views over consecutive frames of a track.
 
         Returns:
             :class:`~ferkit.core.results.Analysis` with one :class:`~ferkit.core.results.Face` per detection.
@@ -81,7 +86,10 @@ class Recognizer:
         Raises:
             ferkit.errors.ImageError: the input cannot be read as an image (see :mod:`ferkit.core.images`
                 for the rules on arrays and PIL images).
+            ferkit.errors.ConfigError: ``views`` without ``detections``, or not one valid view per face.
         """
+        if views is not None and detections is None:
+            raise ConfigError("views are given per face, so they need the faces' detections")
         t0 = time.perf_counter()
         bgr, path = as_bgr(image, self.max_pixels)
         source = source or path
@@ -89,15 +97,18 @@ class Recognizer:
         if detections is None:
             detections = self.detector.detect(bgr)
         t2 = time.perf_counter()
-        faces = self.classify(bgr, detections)
+        faces = self.classify(bgr, detections, views)
         t3 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "classify": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
         return Analysis(faces=faces, width=bgr.shape[1], height=bgr.shape[0], source=source,
                         model=self.model_name, detector=self.detector_name, timings_ms=timings)
 
-    def classify(self, bgr: np.ndarray, detections: list[Detection]) -> list[Face]:
-        """Crop, gate and classify given detections on a BGR image (one batched model call)."""
+    def classify(self, bgr: np.ndarray, detections: list[Detection], views: list[int] | None = None) -> list[Face]:
+        """Crop, gate and classify given detections on a BGR image (one batched model call;
+        ``views``: see :meth:`analyze`)."""
+        if views is not None and len(views) != len(detections):
+            raise ConfigError(f"views must give one view per face: {len(views)} for {len(detections)} faces")
         if not detections:
             return []
         grey = to_grey(bgr)
@@ -105,7 +116,8 @@ class Recognizer:
         crops = [crop_face(grey, d.box, d.landmarks, size) for d in detections]
         qualities = [self.quality.assess(d, c) for d, c in zip(detections, crops)]
         readable = [i for i, q in enumerate(qualities) if q.readable]
-        probs = self.classifier.predict([crops[i] for i in readable]) if readable else np.zeros((0, 7))
+        chosen = None if views is None else [views[i] for i in readable]
+        probs = self.classifier.predict([crops[i] for i in readable], chosen) if readable else np.zeros((0, 7))
         by_index = dict(zip(readable, probs))
         return [Face(box=tuple(float(v) for v in d.box), score=float(d.score), landmarks=d.landmarks,
                      quality=q, probabilities=by_index.get(i), lang=self.settings.lang)

@@ -19,8 +19,8 @@ import numpy as np
 from ferkit.core.classification import softmax
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.plots import confusion_matrix_image, save_png
-from ferkit.core.preprocess import prepare_batch, tencrop_offsets
-from ferkit.errors import ConfigError, ModelError
+from ferkit.core.preprocess import prepare_batch, tta_views
+from ferkit.errors import ModelError
 from ferkit.training.data import load_faces
 from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
 
@@ -60,24 +60,6 @@ def load_logit_model(model: str | Path | LogitModel) -> LogitModel:
 
     clf = EmotionClassifier(model, calibrated=False)
     return LogitModel(clf.logits, clf.input_size, clf.name, clf.info.temperature)
-
-
-def tta_views(images: np.ndarray, tta: str, size: int) -> list[np.ndarray]:
-    """Test-time views of uint8 ``(N, S, S)`` faces: none, flip, or ten-crop (4 corners + centre at 90 %
-    of the side, resized back, and their mirrors)."""
-    views = [images]
-    if tta == "flip":
-        views.append(images[:, :, ::-1])
-    elif tta == "tencrop":
-        c = int(round(size * 0.9))
-        views = []
-        for y, x in tencrop_offsets(size):
-            crop = np.stack([cv2.resize(im[y:y + c, x:x + c], (size, size), interpolation=cv2.INTER_LINEAR)
-                             for im in images])
-            views += [crop, crop[:, :, ::-1]]
-    elif tta != "none":
-        raise ConfigError(f"unknown tta {tta!r}; choose none, flip or tencrop")
-    return views
 
 
 def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str = "none", batch: int = 256,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferkit.core.classification import EmotionClassifier, softmax, tta_mode
+from ferkit.core.classification import EmotionClassifier, softmax, tta_in_graph, tta_mode
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import TTA_VIEWS
 from ferkit.errors import ConfigError, ModelError
@@ -35,6 +35,14 @@ OPSET = 17
 
 _TTA_TEXT = {"none": "", "flip": " (including the mirrored view: flip TTA is inside the graph)",
              "tencrop": " (including all 10 views: ten-crop TTA, 90 % crops and their mirrors, is inside the graph)"}
+
+
+def _tta_text(r: dict) -> str:
+    """The model card's words for a model's test-time views, inside its graph or run by the runtime."""
+    text = _TTA_TEXT[tta_mode(r)]
+    if tta_in_graph(r):
+        return text
+    return text.replace("TTA is inside the graph", "TTA is run by ferkit's runtime around a one-view graph")
 
 
 class _Ensemble(nn.Module):
@@ -310,7 +318,7 @@ def model_card(r: dict) -> str:
     lines = [f"# {r['name']}", "",
              f"Emotion classifier ({' + '.join(r['architecture'])}), {r['params'] / 1e6:.2f} M parameters, "
              f"{r['mmacs_per_face']} M multiply-adds per face"
-             f"{_TTA_TEXT[tta_mode(r)]}.",
+             f"{_tta_text(r)}.",
              "", f"- Input: {r['input_size']}×{r['input_size']} grey face crop, `ferkit.core.preprocess.normalize`d.",
              f"- Output: logits in the order {', '.join(r['emotions'])}; the runtime divides by the "
              f"temperature {r['temperature']} before softmax.",

@@ -2,7 +2,8 @@
 
 The views are defined once in :mod:`ferkit.core.preprocess` (:data:`~ferkit.core.preprocess.TTA_VIEWS`,
 :func:`~ferkit.core.preprocess.tencrop_offsets`); this is their torch form, and
-:func:`ferkit.training.evaluation.tta_views` their numpy form for ONNX files (a test checks they agree).
+:func:`ferkit.core.preprocess.tta_views` their numpy form (ONNX evaluation, views run by the runtime);
+a test checks they agree.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ferkit.errors import ConfigError
 
 
 def tta_views(x: torch.Tensor, tta: str, size: int = 48) -> list[torch.Tensor]:
-    """Test-time views of a ``(N, 1, S, S)`` batch, as :func:`ferkit.training.evaluation.tta_views` makes them:
+    """Test-time views of a ``(N, 1, S, S)`` batch, as :func:`ferkit.core.preprocess.tta_views` makes them:
     the image and its mirror (``flip``), or the 4 corner and centre crops at 90 % of the side, resized
     back (bilinear), and their mirrors (``tencrop``). ``size`` is the side S, a plain int so that the
     crops are constant slices in an exported graph."""

@@ -80,5 +80,5 @@ def video_main(args: argparse.Namespace) -> int:
     summary = analyze_videos(args.input, args.output or DEFAULT_OUTPUT, address=args.address,
                              workers=args.workers, settings=settings_from_args(args, "video"),
                              options=options, write_video=not args.no_video,
-                             progress=not args.no_progress, on_error=err)
+                             progress=not args.no_progress, on_error=err, per_video_size=args.detect_size is None)
     return _report(summary, "videos")

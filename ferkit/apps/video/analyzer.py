@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ class TrackSample:
     """One tracked face on one frame: what is drawn and what goes into the table."""
 
     face: Face  # smoothed probabilities (None when unreadable), track_id set
-    raw: np.ndarray | None  # classifier output on this frame; None when not classified here or unreadable
+    raw: np.ndarray | None  # classifier's measurement on this frame (split views: with the other views' latest);
+    # None when not classified here or unreadable
     classified: bool  # the classifier ran on this face on this frame
     detected: bool  # the box is the detector's on this frame (else predicted by the tracker)
 
@@ -45,6 +46,17 @@ class _TrackState:
     quality: Quality | None = None
     smoothed: np.ndarray | None = None
     last_classified: int | None = None
+    next_view: int = 0
+    views: dict[int, np.ndarray] = field(default_factory=dict)  # latest probabilities measured on each view
+
+    def measure(self, view: int | None, probs: np.ndarray | None, n_views: int) -> np.ndarray | None:
+        """One classification's measurement: with split views, the mean of the latest of each view."""
+        if view is None or probs is None:
+            self.views.clear()  # unreadable: the face may come back changed
+            return probs
+        self.views[view] = probs
+        self.next_view = (view + 1) % n_views
+        return np.mean(list(self.views.values()), axis=0)
 
 
 class FrameAnalyzer:
@@ -70,6 +82,9 @@ class FrameAnalyzer:
         self.detector_runs = 0
         self.classified_faces = 0
         self._credit = 0.0
+        runtime_views = getattr(getattr(recognizer, "classifier", None), "runtime_views", 1)
+        #: test-time views that take turns on a track's classifications (1 = all views every time)
+        self.split_views = runtime_views if options.split_views else 1
 
     def _new_state(self) -> _TrackState:
         o = self.options
@@ -123,14 +138,16 @@ class FrameAnalyzer:
         raw: dict[int, np.ndarray | None] = {}
         if due:
             # The one pipeline: tracked boxes go in as detections, the recognizer crops, gates and classifies.
-            analysis = self.recognizer.analyze(frame, detections=[t.detection() for t in due])
+            views = [self._states[t.id].next_view for t in due] if self.split_views > 1 else None
+            analysis = self.recognizer.analyze(frame, detections=[t.detection() for t in due], views=views)
             self.classified_faces += len(due)
-            for t, f in zip(due, analysis.faces):
+            for i, (t, f) in enumerate(zip(due, analysis.faces)):
                 st = self._states[t.id]
                 st.quality = f.quality
-                st.smoothed = st.smoother.update(index, f.probabilities)
+                measured = st.measure(None if views is None else views[i], f.probabilities, self.split_views)
+                st.smoothed = st.smoother.update(index, measured)
                 st.last_classified = index
-                raw[t.id] = f.probabilities
+                raw[t.id] = measured
         samples = []
         for t in visible:
             st = self._states[t.id]

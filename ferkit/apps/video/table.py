@@ -23,8 +23,9 @@ class TrackTable:
     """Per-frame, per-track rows written as they come (CSV and/or JSON Lines), flushed about once a second.
 
     CSV columns: :data:`TABLE_COLUMNS` — the seven emotion columns hold the smoothed probabilities,
-    ``raw_<emotion>`` the classifier's output on that frame (empty where it did not run or the face was
-    unreadable). JSON Lines holds the same fields with ``box``, ``probabilities`` and
+    ``raw_<emotion>`` the classifier's measurement on that frame before smoothing (with views in turn, the
+    mean of this frame's view and the face's latest other view; empty where it did not run or the face
+    was unreadable). JSON Lines holds the same fields with ``box``, ``probabilities`` and
     ``raw_probabilities`` nested.
     """
 
