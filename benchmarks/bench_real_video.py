@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clips import CLIPS, SIZES, write_clip  # noqa: E402
 
 from ferkit.apps.video import VideoOptions, process_video  # noqa: E402
+from ferkit.apps.video.args import add_tracking_arguments, options_from_args  # noqa: E402
 from ferkit.core.geometry import iou_xywh  # noqa: E402
+from ferkit.core.machine import describe_cpu  # noqa: E402
 from ferkit.core.settings import Settings  # noqa: E402
 
 
@@ -153,13 +155,8 @@ def main() -> None:
     ap.add_argument("--clips", nargs="*", default=[c.name for c in CLIPS], choices=[c.name for c in CLIPS])
     ap.add_argument("--size", nargs="*", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--clip-dir", default="/tmp/ferkit_clips", help="where the clips are (made if missing)")
-    ap.add_argument("--detect-every", type=int, default=VideoOptions.detect_every)
-    ap.add_argument("--confirm-hits", type=int, default=VideoOptions.confirm_hits)
-    ap.add_argument("--confirm-score", type=float, default=VideoOptions.confirm_score)
-    ap.add_argument("--keep-lost", type=int, default=VideoOptions.keep_lost)
-    ap.add_argument("--no-adaptive", action="store_true")
-    ap.add_argument("--classify-every", type=int, default=VideoOptions.classify_every)
-    ap.add_argument("--classify-budget", type=float, default=VideoOptions.classify_budget)
+    add_tracking_arguments(ap)  # the same flags, defaults and meaning as `ferkit video`
+    ap.set_defaults(bars=False)
     ap.add_argument("--detector", default=None, help="face detector (default: ferkit video's)")
     ap.add_argument("--detect-size", type=int, default=None, help="detector input size (default: ferkit video's)")
     ap.add_argument("--model", default=None, help="emotion model (default: ferkit video's)")
@@ -173,13 +170,11 @@ def main() -> None:
         return Settings.profile("video", frame_size=SIZES[size], model=args.model, detector=args.detector,
                                 detect_size=args.detect_size, threads=args.threads).build()
 
-    opts = VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
-                        confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
-                        keep_lost=args.keep_lost,
-                        classify_every=args.classify_every, classify_budget=args.classify_budget)
+    opts = options_from_args(args)
     print(f"detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
           f"{opts.confirm_hits} (score {opts.confirm_score:g}), keep lost {opts.keep_lost}, "
-          f"classify every {opts.classify_every}; "
+          f"classify every {opts.classify_every} (budget {opts.classify_budget:g}/frame, "
+          f"{'views in turn' if opts.split_views else 'all views'}); CPU: {describe_cpu()}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

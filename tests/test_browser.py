@@ -169,16 +169,25 @@ def test_camera_mode_streams_frames_and_draws_boxes(server_url, playwright, tmp_
     try:
         context = b.new_context(permissions=["camera"])
         page = context.new_page()
+        streamed = []
+        page.on("response", lambda r: streamed.append(r) if "/v1/stream/" in r.url and r.ok else None)
         page.goto(server_url + "/")
         page.wait_for_selector("body[data-state=ready]")
         page.click("#mode-camera")
         # Frames are sent one at a time and answered; the counter and frames/s move.
-        page.wait_for_function("() => Number(document.getElementById('fps').dataset.frames || 0) >= 3",
+        page.wait_for_function("() => Number(document.getElementById('fps').dataset.frames || 0) >= 8",
                                timeout=60_000)
         assert page.locator("#fps").inner_text().endswith("frames/s")
         assert float(page.locator("#fps").inner_text().split()[0]) > 0
         assert "faces" in page.locator("#camera-status").inner_text()
         assert not page.locator("#camera-status").inner_text().startswith("0 faces")
+        # The frames go to one live stream, tracked as `ferkit camera` tracks: each face keeps its id and
+        # the detector does not run on every frame.
+        answers = [r.json() for r in streamed[:8]]
+        assert len({a["stream"] for a in answers}) == 1
+        ids = {f["track_id"] for a in answers for f in a["faces"]}
+        assert ids and len(ids) == max(len(a["faces"]) for a in answers)  # no face got a second id
+        assert not all(a["detected"] for a in answers)
         # Boxes and labels drawn on the overlay canvas.
         painted = page.evaluate("""() => {
             const c = document.getElementById('overlay');

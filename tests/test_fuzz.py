@@ -382,7 +382,8 @@ JSON_VALUES = st.recursive(JSON_SCALARS, lambda kids: st.lists(kids, max_size=4)
 
 
 @fuzz(500)
-@given(CONTENT_TYPES, IMAGE_BLOBS, st.sampled_from(["/v1/analyze", "/v1/annotate", "/v1/annotate?format=png&bars=1"]))
+@given(CONTENT_TYPES, IMAGE_BLOBS, st.sampled_from(["/v1/analyze", "/v1/annotate", "/v1/annotate?format=png&bars=1",
+                                                    "/v1/stream/fuzz-stream-1"]))
 def test_http_raw_bodies(client, ctype: str, blob: bytes, path: str):
     resp = client.post(path, content=blob, headers={"Content-Type": ctype})
     assert_no_server_error(resp)
@@ -422,7 +423,8 @@ HEADER_VALUES = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_
 @given(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
        st.one_of(st.sampled_from(["/", "/healthz", "/v1/models", "/v1/analyze", "/v1/annotate", "/static/app.js",
                                   "/static/../pyproject.toml", "/docs", "/openapi.json", "/v1/annotate?format=gif",
-                                  "/v1/annotate?bars=maybe", "/%2e%2e/%00", "/static/%00"]),
+                                  "/v1/annotate?bars=maybe", "/%2e%2e/%00", "/static/%00", "/v1/stream/fuzz-stream-2",
+                                  "/v1/stream/%00%00%00%00%00%00%00%00", "/v1/stream/" + "a" * 65]),
                  st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="#?"), max_size=30)
                  .map(lambda t: "/" + t)),
        st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=4), st.binary(max_size=256))

@@ -52,6 +52,17 @@ EXAMPLE = ROOT / "examples" / "astronauts.jpg"
 
 # ----------------------------------------------------------------------------- fixtures and fakes
 
+class FakeDetector:
+    """The one face FakeRecognizer reports readable, for the live-stream tracker."""
+
+    name = "fake-detector"
+
+    def detect(self, image):
+        from ferkit.core.detection import Detection
+
+        return [Detection((1.0, 2.0, 30.0, 30.0), 0.99)]
+
+
 class FakeRecognizer:
     """Stands in for Recognizer: one readable and one unreadable face; can block, sleep or fail on demand."""
 
@@ -63,8 +74,9 @@ class FakeRecognizer:
         self.error = error
         self.started = threading.Event()
         self.calls = 0
+        self.detector = FakeDetector()
 
-    def analyze(self, image, source=None):
+    def analyze(self, image, source=None, detections=None, views=None):
         self.calls += 1
         self.started.set()
         if self.gate is not None:
@@ -79,6 +91,9 @@ class FakeRecognizer:
             Face(box=(40.0, 2.0, 10.0, 10.0), score=0.9, landmarks=None,
                  quality=Quality(False, "too_small", 10.0, 80.0, None, 0.9)),
         ]
+        if detections is not None:  # the live-stream tracker's faces: each gets the readable face's answer
+            faces = [Face(box=d.box, score=d.score, landmarks=None, probabilities=probs, quality=faces[0].quality)
+                     for d in detections]
         return Analysis(faces=faces, width=w, height=h, source=source, model=self.model_name,
                         detector=self.detector_name, timings_ms={"decode": 0.0, "detect": 1.0, "classify": 1.0,
                                                                  "total": 2.0})
@@ -681,3 +696,99 @@ def test_limits_are_published(fake_client):
     limits = fake_client.get("/v1/models").json()["limits"]
     assert limits["body_timeout_s"] == ServiceSettings.body_timeout_s
     assert limits["max_connections_per_client"] == ServiceSettings.max_connections_per_client
+
+
+# ----------------------------------------------------------------------------- live streams (/v1/stream/{id})
+
+def _stream_frames(n: int, step: int = 6) -> list[bytes]:
+    """JPEG frames 480×360 of the example's grey-background astronaut face sliding right."""
+    photo = cv2.imread(str(EXAMPLE))
+    head = cv2.resize(photo[60:360, 40:300], (130, 150), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        img = np.full((360, 480, 3), 110, np.uint8)
+        img[100:250, 40 + step * i:170 + step * i] = head
+        frames.append(cv2.imencode(".jpg", img)[1].tobytes())
+    return frames
+
+
+def test_a_live_stream_tracks_its_face_like_ferkit_camera(real_client):
+    # One face sliding across 12 frames: reported once confirmed, always as track 1; the detector runs on
+    # a schedule (not on every frame); probabilities are smoothed over time.
+    answers = []
+    for frame in _stream_frames(12):
+        r = real_client.post("/v1/stream/page-test-0001", content=frame, headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert [a["frame"] for a in answers] == list(range(12))
+    tracked = [a for a in answers if a["faces"]]
+    assert len(tracked) >= 8 and {f["track_id"] for a in tracked for f in a["faces"]} == {1}
+    assert all(len(a["faces"]) == 1 and a["faces"][0]["readable"] for a in tracked)
+    assert 2 <= sum(a["detected"] for a in answers) < 12  # predicted between detections
+    xs = [a["faces"][0]["box"][0] for a in tracked]
+    assert xs == sorted(xs)  # the box follows the face
+    assert real_client.get("/healthz").json()["live_streams"] >= 1
+    # Another stream id is another tracker: its face is new there, so it is not reported on its first frame.
+    other = real_client.post("/v1/stream/page-test-0002", content=_stream_frames(1)[0],
+                             headers={"Content-Type": "image/jpeg"}).json()
+    assert other["frame"] == 0 and other["faces"] == []
+
+
+def test_live_stream_ids_and_limits():
+    with make_client(max_streams=1) as client:
+        frame = encode(".jpg")
+        bad = client.post("/v1/stream/x", content=frame, headers={"Content-Type": "image/jpeg"})
+        assert bad.status_code == 422 and bad.json()["error"] == "validation_error"
+        empty = client.post("/v1/stream/stream-aaaa", content=b"", headers={"Content-Type": "image/jpeg"})
+        assert empty.status_code == 400
+        garbage = client.post("/v1/stream/stream-aaaa", content=b"\xff\xd8\xff" + b"x" * 200,
+                              headers={"Content-Type": "image/jpeg"})
+        assert garbage.status_code == 422 and garbage.json()["error"] == "unreadable_image"
+
+
+def test_live_streams_are_bounded_and_serialised():
+    from ferkit.apps.service.streams import StreamTable
+    from ferkit.apps.service.upload import ServiceError
+
+    class Analyzer:
+        def __init__(self, *_):
+            self.gate = threading.Event()
+
+        def process(self, frame, index):
+            self.gate.wait(5)
+            from ferkit.apps.video.analyzer import FrameResult
+
+            return FrameResult(index=index, detected=True, samples=[], ended=[])
+
+    table = StreamTable(recognizer=None, max_streams=2, idle_s=0.2)
+    import ferkit.apps.video as video
+
+    original = video.FrameAnalyzer
+    video.FrameAnalyzer = Analyzer
+    try:
+        frame = np.zeros((48, 64, 3), np.uint8)
+        table._stream("stream-one", (64, 48)).analyzer.gate.set()
+        assert table.analyze("stream-one", frame)["frame"] == 0
+        assert table.analyze("stream-one", frame)["frame"] == 1  # the same stream goes on
+        table._stream("stream-two", (64, 48))
+        with pytest.raises(ServiceError) as full:
+            table._stream("stream-three", (64, 48))
+        assert full.value.status == 503 and "Retry-After" in full.value.headers
+        # A frame of another size starts the stream afresh.
+        assert table._stream("stream-one", (32, 24)).frames == 0
+        # Two frames of one stream at once: the second is refused, not queued behind the first.
+        busy = table._stream("stream-two", (64, 48))
+        t = threading.Thread(target=table.analyze, args=("stream-two", frame))
+        t.start()
+        while not busy.busy.locked():
+            time.sleep(0.01)
+        with pytest.raises(ServiceError) as second:
+            table.analyze("stream-two", frame)
+        assert second.value.status == 409
+        busy.analyzer.gate.set()
+        t.join()
+        time.sleep(0.3)  # both idle past idle_s: forgotten, so a new stream fits
+        table._stream("stream-three", (64, 48))
+        assert len(table) == 1
+    finally:
+        video.FrameAnalyzer = original

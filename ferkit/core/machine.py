@@ -25,3 +25,19 @@ def cpu_info() -> tuple[str, set[str]]:
         elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
     return name, flags
+
+
+def describe_cpu() -> str:
+    """One line for a benchmark's header: model name, family/model and the vector flags speed depends on."""
+    name, flags = cpu_info()
+    ids = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model") and key.strip() not in ids:
+                ids[key.strip()] = value.strip()
+    except OSError:
+        pass
+    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    family = f", family {ids['cpu family']} model {ids['model']}" if len(ids) == 2 else ""
+    return f"{name}{family}; {' '.join(vector) or 'no AVX2'}"

@@ -36,6 +36,8 @@ def _add_serve(sub) -> None:
                    f"in MiB (default {S.max_upload_bytes / 2**20:g})")
     p.add_argument("--max-megapixels", type=float, default=S.max_pixels / 1e6, help="largest image in "
                    f"megapixels, checked from the header before decoding (default {S.max_pixels / 1e6:g})")
+    p.add_argument("--max-streams", type=int, default=S.max_streams, help="live camera streams (the web page's "
+                   f"camera mode) tracked at once; a new one beyond gets 503 (default {S.max_streams})")
     p.add_argument("--api-key", default=None, help="require this X-API-Key header on /v1/ requests (default: "
                    "env FERKIT_API_KEY; prefer the variable, arguments are visible to other users)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
@@ -72,7 +74,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers, max_queue=args.queue, timeout_s=args.timeout, body_timeout_s=args.body_timeout,
             header_timeout_s=args.header_timeout, max_connections_per_client=args.max_client_connections,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_megapixels * 1_000_000),
-            api_key=api_key)
+            max_streams=args.max_streams, api_key=api_key)
     except ConfigError as e:  # the settings' own checks
         raise UsageError(f"{e} (see ferkit serve --help)") from None
     if args.allow_host:

@@ -5,6 +5,8 @@ Endpoints (see ``/docs`` for the OpenAPI description):
 - ``POST /v1/analyze``: an image as multipart ``file``, raw bytes (``Content-Type: image/*``) or JSON
   ``{"image": "<base64 or data URL>"}`` → :meth:`ferkit.core.results.Analysis.to_dict` JSON.
 - ``POST /v1/annotate?format=jpeg|png&bars=false``: same inputs → the annotated image.
+- ``POST /v1/stream/{id}``: one frame of a live stream (the web page's camera mode): same inputs → the
+  frame's tracked faces, as ``ferkit camera`` tracks them (:mod:`ferkit.apps.service.streams`).
 - ``GET /v1/models``: shipped models (with validation accuracy), detectors, defaults, limits.
 - ``GET /healthz``: liveness and load.
 - ``GET /``: the web page (``ferkit/apps/service/static/``).
@@ -33,6 +35,7 @@ Design (limits and their defaults: :class:`ferkit.apps.service.limits.ServiceSet
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -46,11 +49,13 @@ from typing import Any
 
 from ferkit.apps.service.limits import Admission, BodyBudget, BodyTicket, ServiceSettings, default_workers
 from ferkit.apps.service.netguard import HttpGuard
+from ferkit.apps.service.streams import STREAM_ID, StreamTable
 from ferkit.core.images import decode_image
 from ferkit.errors import FerkitError, ImageTooLargeError, InputError
 
 try:  # FastAPI is the optional extra `ferkit[serve]`.
     from fastapi import Depends, FastAPI, Query, Request
+    from fastapi import Path as PathParam
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from fastapi.security import APIKeyHeader
@@ -155,6 +160,7 @@ class Inference:
         self.settings = settings
         self.admission = Admission(settings.max_in_flight, settings.workers, settings.retry_after_s)
         self.budget = BodyBudget(settings.max_body_memory_bytes)
+        self.streams = StreamTable(recognizer, settings.max_streams, settings.stream_idle_s)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -172,15 +178,16 @@ class Inference:
         if ex is not None:
             ex.shutdown(wait=False, cancel_futures=True)
 
-    def analyze_sync(self, data: bytes, name: str | None, annotate: dict | None) -> Any:
-        """Decode, analyse and (for /v1/annotate) draw and encode; runs in a worker thread and is timed."""
+    def timed(self, job: Callable[[bytes, str | None], Any], data: bytes, name: str | None) -> Any:
+        """Run ``job`` in a worker thread, recording its service time for the queue's ``Retry-After``."""
         t0 = time.perf_counter()
         try:
-            return self._analyze(data, name, annotate)
+            return job(data, name)
         finally:
             self.admission.record(time.perf_counter() - t0)
 
-    def _analyze(self, data: bytes, name: str | None, annotate: dict | None) -> Any:
+    def analyze_sync(self, data: bytes, name: str | None, annotate: dict | None = None) -> Any:
+        """Decode, analyse and (for /v1/annotate) draw and encode: the job of those two endpoints."""
         t0 = time.perf_counter()
         bgr = decode_image(data, name or "upload", self.settings.max_pixels)
         decode_ms = (time.perf_counter() - t0) * 1e3
@@ -219,8 +226,16 @@ class Inference:
         return ServiceError(503, "busy", f"{self.admission.active} requests are queued or running (limit "
                             f"{self.settings.max_in_flight}); retry in {wait} s", {"Retry-After": str(wait)})
 
-    async def run(self, request: Request, annotate: dict | None) -> Any:
-        """Answer one /v1/analyze or /v1/annotate request (the result of :meth:`analyze_sync`)."""
+    def stream_sync(self, stream_id: str) -> Callable[[bytes, str | None], Any]:
+        """The job of ``/v1/stream/{stream_id}``: decode one frame and run it through the stream's tracker."""
+
+        def job(data: bytes, name: str | None) -> dict:
+            return self.streams.analyze(stream_id, decode_image(data, name or "frame", self.settings.max_pixels))
+
+        return job
+
+    async def run(self, request: Request, job: Callable[[bytes, str | None], Any]) -> Any:
+        """Answer one image request with ``job(body, name)`` run in the worker pool, under every limit."""
         s = self.settings
         ticket = BodyTicket(self.budget)
         handed_off = False
@@ -231,7 +246,7 @@ class Inference:
                 raise self.busy()
             deadline = time.monotonic() + s.timeout_s
             try:
-                fut: Future = self.executor().submit(self.analyze_sync, data, name, annotate)
+                fut: Future = self.executor().submit(self.timed, job, data, name)
             except RuntimeError:  # the pool was shut down: the server is stopping
                 self.admission.release()
                 raise ServiceError(503, "shutting_down", "the server is stopping; retry shortly",
@@ -251,6 +266,8 @@ class Inference:
         except asyncio.TimeoutError:
             raise ServiceError(504, "timeout", f"analysis did not finish within {self.settings.timeout_s:g} s; "
                                "try a smaller image or retry later") from None
+        except ServiceError:  # the job's own answer (a live stream's 409 or 503)
+            raise
         except ImageTooLargeError as e:
             raise ServiceError(413, "too_many_pixels", str(e)) from None
         except InputError as e:
@@ -288,7 +305,7 @@ def _openapi_extras() -> tuple[dict, dict]:
 
 
 def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -> None:
-    """/v1/analyze, /v1/annotate, /v1/models and /healthz."""
+    """/v1/analyze, /v1/annotate, /v1/stream/{id}, /v1/models and /healthz."""
     from ferkit import __version__
 
     recognizer, settings, admission = inference.recognizer, inference.settings, inference.admission
@@ -302,7 +319,7 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
                                    "and timings")
     async def analyze(request: Request) -> JSONResponse:
         """Analyse one image; the JSON is exactly :meth:`ferkit.core.results.Analysis.to_dict`."""
-        return JSONResponse(await inference.run(request, None))
+        return JSONResponse(await inference.run(request, inference.analyze_sync))
 
     @app.post("/v1/annotate", tags=["api"], dependencies=[Depends(require_key)], openapi_extra=image_body,
               responses={200: {"content": {"image/jpeg": {}, "image/png": {}},
@@ -316,9 +333,28 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
     ) -> Response:
         """The image with a labelled box per face (solid = readable, dashed grey = unreadable)."""
         fmt = "png" if fmt == "png" else "jpeg"
-        body, n_faces, n_readable = await inference.run(request, {"format": fmt, "bars": bars})
+        job = functools.partial(inference.analyze_sync, annotate={"format": fmt, "bars": bars})
+        body, n_faces, n_readable = await inference.run(request, job)
         return Response(body, media_type=f"image/{fmt}",
                         headers={"X-Faces": str(n_faces), "X-Readable-Faces": str(n_readable)})
+
+    @app.post("/v1/stream/{stream_id}", tags=["api"], dependencies=[Depends(require_key)],
+              openapi_extra=image_body,
+              responses={409: {"description": "the stream's previous frame is still being analysed"},
+                         **error_responses},
+              summary="One frame of a live stream, tracked")
+    async def stream(request: Request,
+                     stream_id: str = PathParam(..., pattern=STREAM_ID.pattern,
+                                                description="the client's own id for its stream, 8-64 of "
+                                                            "A-Z a-z 0-9 _ -")) -> JSONResponse:
+        """One frame of a live camera stream, analysed as ``ferkit camera`` analyses its frames.
+
+        Each stream id keeps its own face tracker: faces keep ``track_id`` across frames, the detector runs
+        on a schedule and on evidence (``detected`` says whether it ran on this frame), faces are classified
+        on a budget and their probabilities smoothed over time. Send one frame at a time (409 otherwise);
+        a stream idle for a while, or sending frames of another size, starts afresh.
+        """
+        return JSONResponse(await inference.run(request, inference.stream_sync(stream_id)))
 
     models_payload = _models_payload(recognizer, settings)
 
@@ -335,6 +371,7 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
         return {"status": "ok", "version": __version__, "model": getattr(recognizer, "model_name", None),
                 "detector": getattr(recognizer, "detector_name", None), "workers": settings.workers,
                 "in_flight": admission.active, "max_in_flight": settings.max_in_flight,
+                "live_streams": len(inference.streams),
                 "mean_service_ms": None if mean is None else round(mean * 1e3, 1),
                 "retry_after_s": admission.retry_after()}
 

@@ -55,6 +55,9 @@ class ServiceSettings:
         jpeg_quality: quality of ``/v1/annotate`` JPEGs.
         retry_after_s: the smallest ``Retry-After`` sent (and the one sent before any analysis has been
             timed).
+        max_streams: live streams (``/v1/stream/{id}``, the page's camera mode) tracked at once; a new
+            one beyond it gets 503 until one has been idle for ``stream_idle_s``.
+        stream_idle_s: a live stream without a frame for this long is forgotten.
         allowed_hosts: when set, requests whose ``Host`` header (port removed) is not one of these get
             400 — on a loopback bind this stops DNS-rebinding pages from reading the API
             (:func:`ferkit.apps.service.app.serve` sets it to the loopback names). None = no check.
@@ -75,6 +78,8 @@ class ServiceSettings:
     api_key: str | None = None
     jpeg_quality: int = 90
     retry_after_s: int = 1
+    max_streams: int = 8
+    stream_idle_s: float = 30.0
     allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -84,7 +89,8 @@ class ServiceSettings:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("timeout_s", "body_timeout_s", "header_timeout_s", "keep_alive_s", "max_header_bytes",
-                     "max_connections", "max_upload_bytes", "max_pixels", "retry_after_s"):
+                     "max_connections", "max_upload_bytes", "max_pixels", "retry_after_s", "max_streams",
+                     "stream_idle_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_body_memory_bytes < self.max_json_bytes:

@@ -213,7 +213,14 @@
 
   // ------------------------------------------------------------------ camera mode
   const cam = { stream: null, running: false, inFlight: false, facing: "user", done: [], last: null, frame: null,
-    count: 0 };
+    count: 0, id: null };
+
+  // Each camera start is a new live stream: the server keeps one face tracker per stream id, so faces keep
+  // their ids and the detector runs on a schedule, as in `ferkit camera`.
+  function newStreamId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
 
   function camStatus(msg) { $("camera-status").textContent = msg; }
 
@@ -238,6 +245,7 @@
     await video.play().catch(() => {});
     $("stage").classList.toggle("mirror", cam.facing === "user");
     cam.running = true;
+    cam.id = newStreamId();
     cam.done = [];
     cam.last = null;
     camStatus("");
@@ -274,7 +282,7 @@
     try {
       const frame = await grabFrame();
       if (!frame) { delay = 100; return; }
-      const resp = await fetch("/v1/analyze", {
+      const resp = await fetch(`/v1/stream/${cam.id}`, {
         method: "POST", body: frame.blob, headers: apiHeaders({ "Content-Type": "image/jpeg" }),
       });
       if (resp.status === 401) { stopCamera(); needKey(startCamera); return; }
@@ -334,7 +342,7 @@
       ctx.setLineDash(face.readable ? [] : [6 * dpr, 6 * dpr]);
       ctx.strokeRect(x, y, bw, bh);
       ctx.setLineDash([]);
-      const label = faceLabel(face);
+      const label = (face.track_id ? `#${face.track_id} ` : "") + faceLabel(face);
       const tw = ctx.measureText(label).width + 8 * dpr;
       const th = font + 6 * dpr;
       const ty = y - th >= 0 ? y - th : Math.min(y + bh, ov.height - th);
