@@ -349,6 +349,7 @@ def test_pil_images_of_any_mode_content_and_orientation(mode: str, w: int, h: in
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     pytest.importorskip("fastapi")
+    import httpx  # noqa: E402
     from fastapi.testclient import TestClient  # noqa: E402
 
 from ferkit.apps.service.app import ServiceSettings, create_app  # noqa: E402
@@ -432,6 +433,7 @@ def test_http_methods_paths_and_headers(client, method: str, path: str, headers:
     headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "transfer-encoding", "connection")}
     try:
         resp = client.request(method, path, headers=headers, content=body if method not in ("GET", "HEAD") else None)
-    except (UnicodeError, ValueError):  # the test client itself refuses some header values: nothing was sent
+    except (UnicodeError, ValueError, httpx.InvalidURL):  # the test client itself refuses some header values and
+        # paths ("//::" reads as a host and port): nothing was sent
         return
     assert_no_server_error(resp, method)

@@ -399,7 +399,8 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     (``VideoReport.to_dict()``) or ``{"source", "error"}``.
 
     Args:
-        settings: the pipeline of every worker (default: the ``video`` profile).
+        settings: the pipeline of every worker (default: the ``video`` profile with one thread, as each
+            actor has one CPU).
         options: :class:`ferkit.apps.video.VideoOptions`.
         per_video_size: the detector's input follows each video's frame size, as with ``ferkit video``
             (:func:`~ferkit.core.settings.video_detect_size`), instead of ``settings.detect_size``;
@@ -413,7 +414,8 @@ def analyze_videos(paths: list[str | Path], out_dir: str | Path = DEFAULT_OUTPUT
     options.validate()
     items, errors = _found(find_videos(paths), on_error, "no videos to analyse")
     per_video_size = settings is None if per_video_size is None else per_video_size
-    settings = _portable(settings or Settings.profile("video"))
+    # one thread per inference: each actor has one CPU, and process_video decodes and encodes beside it
+    settings = _portable(settings or Settings.profile("video", threads=1))
     if per_video_size:
         settings.pop("detect_size", None)  # each worker sets it per video; not part of the run's identity
     store = ResultStore(out_dir, "videos", {**settings, "options": asdict(options), "write_video": write_video,

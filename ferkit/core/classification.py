@@ -96,14 +96,16 @@ class EmotionClassifier:
         model: shipped model name (see :func:`list_models`) or path to an ``.onnx`` file.
         threads: onnxruntime intra-op threads (None = onnxruntime's default).
         calibrated: apply the model's fitted softmax temperature (recommended).
+        spin: idle onnxruntime threads busy-wait for the next call (:func:`~ferkit.core.runtime.ort_session`).
     """
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, threads: int | None = None, calibrated: bool = True):
+    def __init__(self, model: str | Path = DEFAULT_MODEL, threads: int | None = None, calibrated: bool = True,
+                 spin: bool = True):
         self.info = resolve_model(model)
         self.name = self.info.name
         self.input_size = self.info.input_size
         self.temperature = self.info.temperature if calibrated else 1.0
-        self.session = ort_session(self.info.path, threads)
+        self.session = ort_session(self.info.path, threads, spin)
         meta = self.info.meta or {}
         self.tta = tta_mode(meta)
         if self.tta not in TTA_VIEWS:

@@ -52,7 +52,7 @@ class Recognizer:
         self.settings = settings
         self.quality = QualityGate(**settings.quality)
         self.detector = _build_detector(settings)
-        self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None)
+        self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None, spin=settings.spin)
 
     @property
     def max_pixels(self) -> int:

@@ -41,14 +41,15 @@ VIDEO_DETECT_SIZE = (480, 720)
 
 #: How each front end departs from the defaults, and why:
 #: - ``photo`` (``ferkit analyze``, the Python API): the classifier may use every core on a photo's faces.
-#: - ``video`` (``ferkit video``/``camera``): one classifier thread, since a second core decodes and
-#:   encodes frames; the detector input follows the frame size (:func:`video_detect_size`; 480 px when
-#:   the frame size is not given), which is what makes 60 frames/s possible.
+#: - ``video`` (``ferkit video``/``camera``): two onnxruntime threads that sleep between calls instead
+#:   of spinning, because the loop decodes, draws and encodes between them (2 cores, 640×480: 77 frames/s
+#:   on the slowest clips against 60 with one thread, and 46 with two spinning ones; docs/video.md); the
+#:   detector input follows the frame size (:func:`video_detect_size`; 480 px when it is not given).
 #: - ``service`` (``ferkit serve``) and ``worker`` (the Ray engine): one thread per inference, because
 #:   parallelism comes from several requests or workers at once (docs/service.md).
 PROFILES: dict[str, dict[str, Any]] = {
     "photo": {},
-    "video": {"threads": 1, "detect_size": VIDEO_DETECT_SIZE[0]},
+    "video": {"threads": 2, "spin": False, "detect_size": VIDEO_DETECT_SIZE[0]},
     "service": {"threads": 1},
     "worker": {"threads": 1},
 }
@@ -65,6 +66,9 @@ class Settings:
             (None = the detector's own default; 0 = always full size). Smaller is faster and
             misses smaller faces.
         threads: onnxruntime threads of the classifier and of the detector (0 = one per core).
+        spin: let the classifier's idle onnxruntime threads busy-wait for its next call: 5-10 % faster
+            for one big batch (a photo's faces), but a loop that does other work between calls (video)
+            loses a core to the spinning. Detectors never spin.
         quality: quality-gate thresholds that differ from :class:`~ferkit.core.quality.QualityGate`'s
             defaults, e.g. ``{"min_face_size": 30}`` (a ``QualityGate`` is accepted and kept as its fields).
         max_pixels: larger images are refused before decoding (decompression-bomb guard).
@@ -79,6 +83,7 @@ class Settings:
     detector: Any = DEFAULT_DETECTOR
     detect_size: int | None = None
     threads: int = 0
+    spin: bool = True
     quality: dict[str, float] = field(default_factory=dict)
     max_pixels: int = MAX_PIXELS
     lang: str = DEFAULT_LANG
@@ -96,6 +101,8 @@ class Settings:
         if self.detect_size is not None:
             _check_int("detect_size", self.detect_size, low=0)
         _check_int("threads", self.threads, low=0)
+        if not isinstance(self.spin, bool):
+            raise ConfigError(f"spin must be True or False, got {self.spin!r}")
         _check_int("max_pixels", self.max_pixels, low=1)
         object.__setattr__(self, "quality", _quality_dict(self.quality))
         from ferkit.core.labels import LANGUAGES

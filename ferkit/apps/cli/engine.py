@@ -77,8 +77,11 @@ def video_main(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: with --engine ray, -o is a folder for all the videos' outputs")
     options = options_from_args(args, max_frames=args.max_frames, table_format=args.table_format)
     options.validate()
+    settings = settings_from_args(args, "video")
+    if args.threads is None:  # each actor has one CPU (and process_video's decode/encode threads beside it)
+        settings = settings.replace(threads=1)
     summary = analyze_videos(args.input, args.output or DEFAULT_OUTPUT, address=args.address,
-                             workers=args.workers, settings=settings_from_args(args, "video"),
+                             workers=args.workers, settings=settings,
                              options=options, write_video=not args.no_video,
                              progress=not args.no_progress, on_error=err, per_video_size=args.detect_size is None)
     return _report(summary, "videos")

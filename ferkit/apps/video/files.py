@@ -22,6 +22,7 @@ from ferkit.apps.video.io import (
     check_outputs,
     default_outputs,
     open_video,
+    opencv_threads,
 )
 from ferkit.apps.video.options import VideoOptions
 from ferkit.apps.video.report import TrackSummary, VideoReport, _save_track_plot, _TrackLog
@@ -189,7 +190,8 @@ def process_video(input_path: str | Path, output: str | Path | None = None, resu
     t0 = time.perf_counter()
     reader = _Prefetcher(cap)  # decodes the next frames while this one is analysed
     try:
-        index, status = _loop(frame, reader, analyzer, book, table, writer, options, info.fps, bar, on_frame)
+        with opencv_threads(1):
+            index, status = _loop(frame, reader, analyzer, book, table, writer, options, info.fps, bar, on_frame)
     finally:
         elapsed = time.perf_counter() - t0
         bar.close()
