@@ -246,6 +246,17 @@ def test_all_views_on_every_classification_when_asked(face, rec, monkeypatch):
     assert calls and all(v is None for v, _ in calls)
 
 
+def test_tracked_faces_are_labelled_in_the_recognizer_s_language(face):
+    from ferkit.core.labels import label
+    from ferkit.core.recognizer import Recognizer
+
+    rec = Recognizer(detector=BlobDetector(), threads=1, lang="zh")
+    analyzer = FrameAnalyzer(rec, VideoOptions(), (W, H))
+    faces = [f for i in range(CONFIRM + 2) for f in analyzer.process(_frame(i, face), i).faces if f.emotion]
+    assert faces and all(f.lang == "zh" and f.label == label(f.emotion, "zh") != f.emotion for f in faces)
+    assert faces[-1].to_dict()["label"] == label(faces[-1].emotion, "zh")
+
+
 class PhantomDetector(BlobDetector):
     """The blob detector plus a false face at a new place on every ``every``-th call."""
 

@@ -82,6 +82,7 @@ class FrameAnalyzer:
         self.detector_runs = 0
         self.classified_faces = 0
         self._credit = 0.0
+        self.lang = getattr(getattr(recognizer, "settings", None), "lang", "en")  # of the labels, as for photos
         runtime_views = getattr(getattr(recognizer, "classifier", None), "runtime_views", 1)
         #: test-time views that take turns on a track's classifications (1 = all views every time)
         self.split_views = runtime_views if options.split_views else 1
@@ -152,7 +153,7 @@ class FrameAnalyzer:
         for t in visible:
             st = self._states[t.id]
             face = Face(box=t.box, score=t.score, landmarks=t.landmarks, quality=st.quality,
-                        probabilities=st.smoothed, track_id=t.id)
+                        probabilities=st.smoothed, track_id=t.id, lang=self.lang)
             samples.append(TrackSample(face=face, raw=raw.get(t.id), classified=t.id in raw,
                                        detected=detected and t.detected_now))
         return FrameResult(index=index, detected=detected, samples=samples, ended=[t.id for t in ended])
