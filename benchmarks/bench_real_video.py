@@ -42,6 +42,7 @@ from ferkit.apps.video import VideoOptions, process_video  # noqa: E402
 from ferkit.apps.video.args import add_tracking_arguments, options_from_args  # noqa: E402
 from ferkit.core.geometry import iou_xywh  # noqa: E402
 from ferkit.core.machine import describe_cpu  # noqa: E402
+from ferkit.core.plots import bar_chart_image, save_png  # noqa: E402
 from ferkit.core.settings import Settings  # noqa: E402
 
 
@@ -164,6 +165,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="inference threads (default: ferkit video's)")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU at which a reported box matches a true one")
     ap.add_argument("--json", default=None, help="also write the per-clip results to this JSON file")
+    ap.add_argument("--plot", default=None, help="also draw frames/s per clip against the bars, 60 at 640x480 and "
+                    "30 at 1280x720 (PNG)")
     args = ap.parse_args()
 
     def recognizer(size: str):
@@ -196,6 +199,14 @@ def main() -> None:
     print("\n".join(table(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+    if args.plot:
+        groups: dict[str, dict[str, float]] = {}
+        for r in rows:
+            groups.setdefault(r["size"], {})[r["clip"]] = r["fps"]
+        title = f"frames/s end to end, real-footage clips ({describe_cpu()})"
+        bars = {"640x480": 60.0, "1280x720": 30.0}  # issue 12's
+        save_png(args.plot, bar_chart_image(groups, title, "frames/s", targets=bars, size=(900, 60 + 26 * len(rows))))
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,43 @@ def timeline_image(times: np.ndarray, series: dict[str, np.ndarray], title: str 
         cv2.line(img, (left + pw + 10, ly - 4), (left + pw + 30, ly - 4), color, 3)
         cv2.putText(img, name, (left + pw + 35, ly), FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return img
+
+
+def bar_chart_image(groups: dict[str, dict[str, float]], title: str = "", unit: str = "",
+                    targets: dict[str, float] | None = None, size: tuple[int, int] = (900, 380)) -> np.ndarray:
+    """Grouped horizontal bars: ``{group: {label: value}}`` (e.g. frames/s per clip at each frame size),
+    each value written at its bar's end, and per group an optional dashed ``targets[group]`` line (a bar
+    to reach) across that group's rows."""
+    rows = [(g, label, float(v)) for g, bars in groups.items() for label, v in bars.items()]
+    targets = targets or {}
+    w, h = size
+    left, right, top, bottom = 150, 70, 40 if title else 15, 10
+    img = np.full((h, w, 3), 255, np.uint8)
+    if title:
+        cv2.putText(img, title, (10, 26), FONT, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    if not rows:
+        return img
+    pw, ph = w - left - right, h - top - bottom
+    top_value = max([v for *_, v in rows] + list(targets.values())) * 1.05 or 1.0
+    step = ph / len(rows)
+    palette = [(180, 120, 40), (60, 160, 230), (90, 170, 90), (150, 90, 170)]
+    shade = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    for i, (group, label, value) in enumerate(rows):
+        y0, y1 = int(top + i * step + step * 0.15), int(top + (i + 1) * step - step * 0.15)
+        x1 = left + int(pw * max(value, 0.0) / top_value)
+        cv2.rectangle(img, (left, y0), (max(left + 1, x1), y1), shade[group], -1)
+        name = f"{label} ({group})" if len(groups) > 1 else label
+        cv2.putText(img, name[:22], (8, (y0 + y1) // 2 + 5), FONT, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{value:.1f}", (x1 + 6, (y0 + y1) // 2 + 5), FONT, 0.42, (40, 40, 40), 1, cv2.LINE_AA)
+    first = 0
+    for group, bars in groups.items():
+        if group in targets:
+            x = left + int(pw * targets[group] / top_value)
+            ya, yb = int(top + first * step), int(top + (first + len(bars)) * step)
+            for y in range(ya, yb, 12):
+                cv2.line(img, (x, y), (x, min(y + 6, yb)), (40, 40, 200), 2)
+            cv2.putText(img, f"{targets[group]:g} {unit}".strip(), (x + 4, ya + 12), FONT, 0.4, (40, 40, 200), 1,
+                        cv2.LINE_AA)
+        first += len(bars)
+    cv2.line(img, (left, top), (left, top + ph), (120, 120, 120), 1)
+    return img
