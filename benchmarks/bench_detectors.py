@@ -26,7 +26,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from ferkit.core.detection import FaceDetector, create_detector, list_detectors  # noqa: E402
+from ferkit.core.machine import describe_cpu  # noqa: E402
 from ferkit.errors import ModelError  # noqa: E402
 
 FRAME_SIZES = ((640, 480), (1280, 720))
@@ -137,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(n, n, {}) for n in (args.detectors.split(",") if args.detectors else list_detectors())]
     configs += [parse_variant(v) for v in args.variant]
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"# {cpu}, {os.cpu_count()} logical CPUs, load average at start {os.getloadavg()[0]:.2f}; "
+    print(f"# {describe_cpu()}, {os.cpu_count()} logical CPUs, load average at start {os.getloadavg()[0]:.2f}; "
           f"facedet: {len(records)} images{f' resized to {args.scale_to} px' if args.scale_to else ''}; "
           f"predictions in {out}", flush=True)
 

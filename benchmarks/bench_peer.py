@@ -45,9 +45,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from ferkit.core.machine import cpu_info
+    from ferkit.core.machine import describe_cpu
 
-    print(f"CPU: {cpu_info()[0]}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}")
+    print(f"CPU: {describe_cpu()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}")
     with tempfile.TemporaryDirectory() as tmp:
         scene, truth = crowd_scene()
         photos = {"640×480 FDDB scene": Path(tmp) / "scene.jpg", "examples/astronauts.jpg": ROOT / "examples"

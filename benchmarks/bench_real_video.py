@@ -175,10 +175,11 @@ def main() -> None:
                                 detect_size=args.detect_size, threads=args.threads).build()
 
     opts = options_from_args(args)
+    cpu = describe_cpu()
     print(f"detect every {opts.detect_every} ({'adaptive' if opts.adaptive else 'fixed'}), confirm "
           f"{opts.confirm_hits} (score {opts.confirm_score:g}), keep lost {opts.keep_lost}, "
           f"classify every {opts.classify_every} (budget {opts.classify_budget:g}/frame, "
-          f"{'views in turn' if opts.split_views else 'all views'}); CPU: {describe_cpu()}; "
+          f"{'views in turn' if opts.split_views else 'all views'}); CPU: {cpu}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +204,7 @@ def main() -> None:
         groups: dict[str, dict[str, float]] = {}
         for r in rows:
             groups.setdefault(r["size"], {})[r["clip"]] = r["fps"]
-        title = f"frames/s end to end, real-footage clips ({describe_cpu()})"
+        title = f"frames/s end to end, real-footage clips ({cpu})"
         bars = {"640x480": 60.0, "1280x720": 30.0}  # issue 12's
         save_png(args.plot, bar_chart_image(groups, title, "frames/s", targets=bars, size=(900, 60 + 26 * len(rows))))
         print(f"plot: {args.plot}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ferkit.core.classification import EmotionClassifier, resolve_model
-from ferkit.core.machine import cpu_info
+from ferkit.core.machine import describe_cpu
 from ferkit.core.preprocess import TTA_VIEWS
 from ferkit.training.architectures import count_params
 from ferkit.training.export import calibration_images, count_macs, evaluate_onnx, quantize_static_int8, to_onnx
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     val = Path(args.data) / "val"
     calib = calibration_images(val)
-    print(f"CPU: {cpu_info()[0]}; {args.threads} onnxruntime threads; int8 calibrated on {len(calib)} training "
+    print(f"CPU: {describe_cpu()}; {args.threads} onnxruntime threads; int8 calibrated on {len(calib)} training "
           f"faces; scored on {val}")
     print("| candidate | views | weights | val acc | macro-F1 | params | MMACs/face | faces/s b1 | b15 | b64 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

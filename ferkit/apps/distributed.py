@@ -189,17 +189,16 @@ class VideoWorker(_Worker):
 def _detect_size_of(source: str) -> int | None:
     """The video detector input for ``source``'s frame size; None when the size cannot be read (then
     process_video reports why, or reads the frames anyway)."""
-    import cv2
-
-    from ferkit.apps.video.io import frame_size
+    from ferkit.apps.video.io import open_video
     from ferkit.core.settings import video_detect_size
+    from ferkit.errors import VideoError
 
-    cap = cv2.VideoCapture(str(source))
     try:
-        w, h = frame_size(cap) if cap.isOpened() else (0, 0)
-    finally:
-        cap.release()
-    return video_detect_size(w, h) if w > 0 and h > 0 else None
+        cap, info = open_video(source)
+    except VideoError:
+        return None
+    cap.release()
+    return video_detect_size(info.width, info.height) if info.width > 0 and info.height > 0 else None
 
 
 # ---------------------------------------------------------------- driver

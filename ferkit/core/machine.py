@@ -10,34 +10,31 @@ from pathlib import Path
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_info() -> tuple[str, set[str]]:
-    """(CPU model name, feature flags) from ``/proc/cpuinfo``; ("unknown", {}) where it cannot be read."""
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each key of ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown", set()
-    name, flags = "unknown", set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and name == "unknown":
-            name = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-    return name, flags
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_info(fields: dict[str, str] | None = None) -> tuple[str, set[str]]:
+    """(CPU model name, feature flags) from ``/proc/cpuinfo`` (or its already parsed ``fields``);
+    ("unknown", {}) where it cannot be read."""
+    fields = _cpuinfo() if fields is None else fields
+    return fields.get("model name") or "unknown", set((fields.get("flags") or fields.get("Features") or "").split())
 
 
 def describe_cpu() -> str:
     """One line for a benchmark's header: model name, family/model and the vector flags speed depends on."""
-    name, flags = cpu_info()
-    ids = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model") and key.strip() not in ids:
-                ids[key.strip()] = value.strip()
-    except OSError:
-        pass
+    fields = _cpuinfo()
+    name, flags = cpu_info(fields)
     vector = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    family = f", family {ids['cpu family']} model {ids['model']}" if len(ids) == 2 else ""
+    family = (f", family {fields['cpu family']} model {fields['model']}"
+              if fields.get("cpu family") and fields.get("model") else "")
     return f"{name}{family}; {' '.join(vector) or 'no AVX2'}"

@@ -344,7 +344,7 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
                          **error_responses},
               summary="One frame of a live stream, tracked")
     async def stream(request: Request,
-                     stream_id: str = PathParam(..., pattern=STREAM_ID.pattern,
+                     stream_id: str = PathParam(..., pattern=STREAM_ID,
                                                 description="the client's own id for its stream, 8-64 of "
                                                             "A-Z a-z 0-9 _ -")) -> JSONResponse:
         """One frame of a live camera stream, analysed as ``ferkit camera`` analyses its frames.

@@ -4,12 +4,11 @@ The web page's camera mode posts its frames to ``/v1/stream/{id}``; each id gets
 detection schedule, classification budget and smoothing that ``ferkit camera`` runs, so faces keep
 their ids, the detector runs only on a schedule or on evidence, and labels are smoothed over time.
 State is bounded: at most ``max_streams`` streams, each dropped after ``idle_s`` seconds without a
-frame (or, when all are busy, the longest idle one gives way to a new stream only once it is idle).
+frame; while all are active a new stream is refused (503).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from typing import Any
 
 from ferkit.apps.service.upload import ServiceError
 
-#: A stream id: what the page makes with ``crypto.randomUUID()``, or any such token.
-STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+#: A stream id (the route's path pattern): what the page makes with ``crypto.randomUUID()``, or any such token.
+STREAM_ID = r"^[A-Za-z0-9_-]{8,64}$"
 
 
 @dataclass(eq=False)

@@ -92,8 +92,8 @@ class RetinaFaceDetector(FaceDetector):
             there (docs/detectors.md). Video sets its own (``ferkit video --detect-size``, 480).
         top_k: at most this many best-scored candidates go into NMS (bounds its N² memory).
         threads: onnxruntime intra-op threads (None = one per core). 1 here; the Recognizer passes its
-            settings' ``threads`` (photos: every core, 31 → 21 ms at 640×480 on a 2-core Zen 3; video: 1,
-            since the second core decodes and encodes).
+            settings' ``threads`` (photos: every core, 31 → 21 ms at 640×480 on a 2-core Zen 3; video: 2
+            threads that sleep between calls; the service: 1 per request).
         model_path: an ``.onnx`` file with the same contract (default: the shipped weights).
     """
 
