@@ -43,8 +43,8 @@ VIDEO_DETECT_SIZE = (480, 720)
 #: How each front end departs from the defaults, and why:
 #: - ``photo`` (``ferkit analyze``, the Python API): the classifier may use every core on a photo's faces.
 #: - ``video`` (``ferkit video``/``camera``): two onnxruntime threads that sleep between calls instead
-#:   of spinning, because the loop decodes, draws and encodes between them (2 cores, 640×480: 77 frames/s
-#:   on the slowest clips against 60 with one thread, and 46 with two spinning ones; docs/video.md); the
+#:   of spinning, because the loop decodes, draws and encodes between them (2-core Zen 3, 640×480, the
+#:   slowest real-footage clip: 71.5–77.6 frames/s against 59.9–62.4 with one thread; docs/video.md); the
 #:   detector input follows the frame size (:func:`video_detect_size`; 480 px when it is not given).
 #: - ``service`` (``ferkit serve``) and ``worker`` (the Ray engine): one thread per inference, because
 #:   parallelism comes from several requests or workers at once (docs/service.md).
