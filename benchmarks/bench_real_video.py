@@ -204,7 +204,7 @@ def main() -> None:
         groups: dict[str, dict[str, float]] = {}
         for r in rows:
             groups.setdefault(r["size"], {})[r["clip"]] = r["fps"]
-        title = f"frames/s end to end, real-footage clips ({cpu})"
+        title = f"frames/s end to end, real-footage clips\n{cpu}"
         bars = {"640x480": 60.0, "1280x720": 30.0}  # issue 12's
         save_png(args.plot, bar_chart_image(groups, title, "frames/s", targets=bars, size=(900, 60 + 26 * len(rows))))
         print(f"plot: {args.plot}")

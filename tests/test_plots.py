@@ -33,3 +33,12 @@ def test_bars_are_proportional_to_their_values_and_targets_cover_their_group():
 def test_an_empty_chart_is_a_blank_picture():
     img = bar_chart_image({}, size=(300, 100))
     assert img.shape == (100, 300, 3) and (img == 255).all()
+
+
+def test_a_two_line_title_adds_a_line_of_height_and_keeps_the_plot_area():
+    one = bar_chart_image({"a": {"x": 40.0}}, "title", size=(600, 200))
+    two = bar_chart_image({"a": {"x": 40.0}}, "title\na long machine description", size=(600, 200))
+    assert two.shape == (222, 600, 3)
+    # the same bar, 22 px lower and as long
+    assert _bar_end(one, 100, (180, 120, 40)) == _bar_end(two, 122, (180, 120, 40)) > 150
+    assert (two[40:62, :600] != 255).any()  # the second line is drawn

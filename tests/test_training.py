@@ -399,6 +399,37 @@ def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: 
               progress=False)
 
 
+def test_online_teacher_sees_exactly_the_augmented_batch_the_student_sees(class_folders: Path, tmp_path: Path):
+    from ferkit.training.loop import _build, _train_step
+
+    cfg = tiny_cfg(class_folders, tmp_path, teacher="unused", kd_views="online", kd_weight=1.0)
+    student, opt, _ = _build(cfg, torch.device("cpu"))
+    seen = {}
+    student.register_forward_pre_hook(lambda m, args: seen.__setitem__("student", args[0].detach().clone()))
+
+    class Teacher(torch.nn.Module):
+        def forward(self, x):
+            seen["teacher"] = x.detach().clone()
+            return torch.zeros(len(x), 7)
+
+    x = torch.randint(0, 256, (8, 1, 48, 48), dtype=torch.uint8)
+    y = torch.zeros(8, dtype=torch.long)
+    _train_step(student, opt, x, y, cfg, torch.Generator().manual_seed(0), None, False, 0, teacher=Teacher())
+    assert torch.equal(seen["teacher"], seen["student"])
+    from ferkit.core.preprocess import normalize
+    assert not torch.allclose(seen["student"], normalize(x.float()))  # augmented, not the raw batch
+
+
+def test_online_distillation_runs_the_teacher_per_batch_and_caches_nothing(class_folders: Path, tmp_path: Path):
+    teacher = _tiny_export(class_folders, tmp_path)
+    cfg = tiny_cfg(class_folders, tmp_path / "student", epochs=1, max_steps=2, teacher=str(teacher),
+                   kd_views="online")
+    train(cfg, progress=False)
+    assert not (tmp_path / "student" / "teacher.npz").exists()
+    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
+    assert ck["teacher"]["views"] == "online" and ck["teacher"]["teacher_sha256"]
+
+
 def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():
     from ferkit.training.loop import _kd_loss
 

@@ -290,6 +290,29 @@ def test_phantom_detections_are_never_reported_and_cause_no_cascade(face, rec, t
     assert detector.calls == report.detector_runs <= 2 * 60 // 5 + 3
 
 
+class ScoredDetector(BlobDetector):
+    """The blob detector with every face at one detection score."""
+
+    def __init__(self, score: float):
+        super().__init__()
+        self.score = score
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return [Detection(d.box, self.score) for d in super().detect(image)]
+
+
+@pytest.mark.parametrize("score, tracked", [(0.45, False), (0.5, True), (0.9, True)])
+def test_detections_under_track_score_neither_start_nor_update_tracks(face, rec, score, tracked):
+    original = rec.detector
+    rec.detector = ScoredDetector(score)
+    try:  # confirm_score 0 isolates track_score: any detection that reaches the tracker is confirmed
+        analyzer = FrameAnalyzer(rec, VideoOptions(detect_every=1, confirm_score=0.0, track_score=0.5), (W, H))
+        results = [analyzer.process(_frame(i, face), i) for i in range(CONFIRM + 3)]
+    finally:
+        rec.detector = original
+    assert bool(results[-1].faces) is tracked
+
+
 def test_frame_analyzer_predicts_between_detections(face, rec):
     detector = BlobDetector()
     original = rec.detector

@@ -34,7 +34,8 @@ def describe_cpu() -> str:
     """One line for a benchmark's header: model name, family/model and the vector flags speed depends on."""
     fields = _cpuinfo()
     name, flags = cpu_info(fields)
-    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+              if f in flags]
     family = (f", family {fields['cpu family']} model {fields['model']}"
               if fields.get("cpu family") and fields.get("model") else "")
     return f"{name}{family}; {' '.join(vector) or 'no AVX2'}"

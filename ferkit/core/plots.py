@@ -112,14 +112,17 @@ def bar_chart_image(groups: dict[str, dict[str, float]], title: str = "", unit: 
                     targets: dict[str, float] | None = None, size: tuple[int, int] = (900, 380)) -> np.ndarray:
     """Grouped horizontal bars: ``{group: {label: value}}`` (e.g. frames/s per clip at each frame size),
     each value written at its bar's end, and per group an optional dashed ``targets[group]`` line (a bar
-    to reach) across that group's rows."""
+    to reach) across that group's rows. A title may have several lines (``\n``): a long machine description
+    goes on its own line rather than off the picture."""
     rows = [(g, label, float(v)) for g, bars in groups.items() for label, v in bars.items()]
     targets = targets or {}
     w, h = size
-    left, right, top, bottom = 150, 70, 40 if title else 15, 10
+    title_lines = title.splitlines() if title else []
+    left, right, top, bottom = 150, 70, 18 + 22 * len(title_lines) if title_lines else 15, 10
+    h += top - 40 if title_lines else 0  # the plot area keeps its height however many title lines there are
     img = np.full((h, w, 3), 255, np.uint8)
-    if title:
-        cv2.putText(img, title, (10, 26), FONT, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, line in enumerate(title_lines):
+        cv2.putText(img, line, (10, 26 + 22 * k), FONT, 0.6 if k == 0 else 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     if not rows:
         return img
     pw, ph = w - left - right, h - top - bottom

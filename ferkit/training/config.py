@@ -37,7 +37,8 @@ class TrainConfig:
     teacher: str | None = None  # distil from this shipped model name or .onnx (soft targets cached once)
     kd_weight: float = 0.8  # share of the distillation term in the loss; the rest is cross-entropy on labels
     kd_temperature: float = 2.0  # softens teacher and student alike; the KD term is scaled by T²
-    kd_views: str = "flip"  # teacher's views: none | flip | tencrop (members in torch) | graph (as shipped)
+    kd_views: str = "flip"  # teacher's views: none | flip | tencrop (members in torch) | graph (as shipped) | online
+    # (online: the members run on each augmented batch; nothing is cached)
     teacher_cache: str | None = None  # where the teacher's logits are cached (default: OUT/teacher.npz)
     seed: int = 0
     bf16: bool | None = None  # bfloat16 autocast; None = only where the hardware does bf16 natively (choose_precision)

@@ -227,9 +227,11 @@ def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Ten
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
                 cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None, use_bf16: bool,
-                step: int, tb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a uint8 batch (``tb``: the teacher's logits for it, when distilling);
-    returns (summed loss, correct count) as tensors (no host sync)."""
+                step: int, tb: torch.Tensor | None = None,
+                teacher: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a uint8 batch (``tb``: the teacher's cached logits for it, or ``teacher``: a
+    module run on the augmented batch, when distilling); returns (summed loss, correct count) as tensors
+    (no host sync)."""
     device = xb.device
     xb = augment(xb, cfg, gen).contiguous(memory_format=torch.channels_last)
     lam, yb2 = 1.0, yb
@@ -240,6 +242,9 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, 
         xb, yb2 = lam * xb + (1 - lam) * xb[j], yb[j]
         if tb is not None:  # the mixed image's teacher target: the same mixture of the two targets' logits
             tb = lam * tb + (1 - lam) * tb[j]
+    if teacher is not None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            tb = teacher(xb).float()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(xb)
     logits = logits.float()
@@ -255,7 +260,7 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, 
 
 
 def _fit_epochs(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor, val_images: np.ndarray,
-                device: torch.device, use_bf16: bool, elapsed: float) -> int:
+                device: torch.device, use_bf16: bool, elapsed: float, t_net: nn.Module | None = None) -> int:
     """Largest epoch count (≤ ``cfg.epochs``) whose estimated wall time fits ``cfg.time_budget``.
 
     Times a few steps and one validation pass on a throw-away model, so the
@@ -270,7 +275,7 @@ def _fit_epochs(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor, 
                 torch.cuda.synchronize()
             t0 = time.time()
         idx = torch.randint(0, len(x_train), (cfg.batch_size,), device=x_train.device)
-        _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, None, use_bf16, i)
+        _train_step(model, opt, x_train[idx], y_train[idx], cfg, gen, None, use_bf16, i, teacher=t_net)
     if device.type == "cuda":
         torch.cuda.synchronize()
     per_step = (time.time() - t0) / timed
@@ -328,8 +333,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     use_bf16, why = choose_precision(device, cfg.bf16)
     print(f"precision: {why}", flush=True)
     cfg.bf16 = use_bf16  # the recorded config says what ran, so the run repeats exactly anywhere
-    t_train, kd = None, None
-    if cfg.teacher:
+    t_train, kd, t_net = None, None, None
+    if cfg.teacher and cfg.kd_views == "online":
+        from ferkit.training.distill import online_teacher
+
+        t_net, kd = online_teacher(cfg.teacher, train_set.images)
+        t_net = t_net.to(device).to(memory_format=torch.channels_last)
+    elif cfg.teacher:
         from ferkit.training.distill import teacher_logits
 
         logits, kd = teacher_logits(cfg.teacher, train_set.images, cfg.teacher_cache or out / "teacher.npz",
@@ -339,7 +349,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     last = out / "last.pt"
     resuming = cfg.resume and last.exists()
     if cfg.time_budget > 0 and not resuming:
-        cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start)
+        cfg.epochs = _fit_epochs(cfg, x_train, y_train, val_set.images, device, use_bf16, time.time() - t_start,
+                                 t_net)
         cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
     run = _start(cfg, device, train_set, len(x_train))  # --init is loaded (and checked) here
     run.meta = {"device": device_name(device), "parents": _parent_stages(cfg.init) if cfg.init else [],
@@ -353,7 +364,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     for epoch in range(run.start_epoch, cfg.epochs):
         if cfg.max_steps and run.step >= cfg.max_steps:
             break
-        row = _train_epoch(run, cfg, epoch, x_train, y_train, t_train, use_bf16, progress)
+        row = _train_epoch(run, cfg, epoch, x_train, y_train, t_train, use_bf16, progress, t_net)
         improved = _end_epoch(run, cfg, epoch, row, val_set, device, out)
         print(f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.3f} train_acc {row['train_acc']:.3f} "
               f"val_acc {row['val_acc']:.4f} val_f1 {row['val_macro_f1']:.4f} "
@@ -415,7 +426,8 @@ def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps
 
 
 def _train_epoch(run: _Run, cfg: TrainConfig, epoch: int, x_train: torch.Tensor, y_train: torch.Tensor,
-                 t_train: torch.Tensor | None, use_bf16: bool, progress: bool) -> dict:
+                 t_train: torch.Tensor | None, use_bf16: bool, progress: bool,
+                 t_net: nn.Module | None = None) -> dict:
     """One pass over the shuffled training set; returns the epoch's log row (training half)."""
     from tqdm import tqdm
 
@@ -433,7 +445,7 @@ def _train_epoch(run: _Run, cfg: TrainConfig, epoch: int, x_train: torch.Tensor,
     for b in bar:
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         loss_sum, correct = _train_step(run.model, run.opt, x_train[idx], y_train[idx], cfg, run.gen, run.weights,
-                                        use_bf16, run.step, None if t_train is None else t_train[idx])
+                                        use_bf16, run.step, None if t_train is None else t_train[idx], t_net)
         if cfg.schedule != "plateau":
             run.sched.step()
         run.step += 1

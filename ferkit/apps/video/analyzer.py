@@ -123,7 +123,8 @@ class FrameAnalyzer:
             ended.extend(self.tracker.scene_cut(index))
         detected = self.schedule.due(index, self.tracker)
         if detected:
-            update = self.tracker.update(self.recognizer.detector.detect(frame), index, image=frame)
+            found = [d for d in self.recognizer.detector.detect(frame) if d.score >= self.options.track_score]
+            update = self.tracker.update(found, index, image=frame)
             self.schedule.ran(index, update)
             ended.extend(update.removed)
             self.detector_runs += 1

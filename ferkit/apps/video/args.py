@@ -23,6 +23,9 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
                    f"detection never becomes a track (default {d.confirm_hits})")
     g.add_argument("--confirm-score", type=float, default=d.confirm_score, metavar="S",
                    help=f"... and the best of those detections must score at least S (default {d.confirm_score:g})")
+    g.add_argument("--track-score", type=float, default=d.track_score, metavar="S",
+                   help=f"ignore detections scoring under S: they neither start nor update a track "
+                   f"(default {d.track_score:g})")
     g.add_argument("--keep-lost", type=int, default=d.keep_lost, metavar="F",
                    help=f"keep a face the detector lost for F frames, hidden, so it keeps its id when found "
                    f"again (default {d.keep_lost})")
@@ -46,7 +49,8 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace, **extra: Any) -> VideoOptions:
     """:class:`VideoOptions` from parsed :func:`add_tracking_arguments` options (plus ``extra`` fields)."""
     return VideoOptions(detect_every=args.detect_every, adaptive=not args.no_adaptive,
-                        confirm_hits=args.confirm_hits, confirm_score=args.confirm_score, keep_lost=args.keep_lost,
+                        confirm_hits=args.confirm_hits, confirm_score=args.confirm_score,
+                        track_score=args.track_score, keep_lost=args.keep_lost,
                         classify_every=args.classify_every, classify_budget=args.classify_budget,
                         split_views=not args.all_views, smooth=args.smooth, alpha=args.alpha, window=args.window,
                         bars=args.bars, **extra)

@@ -25,6 +25,9 @@ class VideoOptions:
             summary, drawing); a tentative face missed once is forgotten. 1 = report at once.
         confirm_score: ... and the best of those detections must score at least this (a face-like patch the
             detector keeps finding at 0.5-0.6 is not reported).
+        track_score: detections scoring under this neither start nor update a track. The photo detector
+            reports boxes from 0.4 (those under the quality gate's 0.85 as unreadable); on video the boxes
+            between 0.4 and 0.5 fed a phantom track and cost IDF1 on the small-faces clip (docs/video.md).
         keep_lost: frames a confirmed face that the detector no longer finds is kept (hidden) for
             re-identification before it ends; a face found there later gets a new id.
         classify_every: classify each tracked face every this many frames (new faces at once);
@@ -47,6 +50,7 @@ class VideoOptions:
     adaptive: bool = True
     confirm_hits: int = 3
     confirm_score: float = 0.75
+    track_score: float = 0.5
     keep_lost: int = 30
     classify_every: int = 2
     classify_budget: float = 1.0
@@ -66,6 +70,8 @@ class VideoOptions:
             raise ConfigError(f"confirm_hits must be >= 1, got {self.confirm_hits}")
         if not 0 <= self.confirm_score <= 1:
             raise ConfigError(f"confirm_score must be in [0, 1], got {self.confirm_score}")
+        if not 0 <= self.track_score <= 1:
+            raise ConfigError(f"track_score must be in [0, 1], got {self.track_score}")
         if self.keep_lost < 0:
             raise ConfigError(f"keep_lost must be >= 0, got {self.keep_lost}")
         if self.classify_every < 1:
