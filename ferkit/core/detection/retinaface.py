@@ -84,8 +84,8 @@ class RetinaFaceDetector(FaceDetector):
     Args:
         threshold: minimum face probability. 0.4: on the FDDB dev half AP@0.5 0.973 with 0.19 false boxes
             per photo, against 0.965 and 0.15 at 0.5 (docs/detectors.md); every box under the quality
-            gate's ``min_score`` (0.85) is reported as unreadable (``low_score``), never labelled, and a
-            video track needs a detection of 0.75 to be confirmed, so the extra boxes are never guessed at.
+            gate's ``min_score`` (0.85) is reported as unreadable (``low_score``), never labelled, and video
+            tracks only detections of 0.5 and more (``VideoOptions.track_score``).
         nms_threshold: IoU above which a lower-scored box is dropped (RetinaFace's 0.4).
         max_side: images whose longer side exceeds this are downscaled to it first (0 = never).
             It sets the cost (pixels) and the smallest face found: faces smaller than ~16 px *after*
