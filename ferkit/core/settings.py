@@ -41,16 +41,16 @@ DEFAULT_LANG = "en"
 VIDEO_DETECT_SIZE = (480, 720)
 
 #: How each front end departs from the defaults, and why:
-#: - ``photo`` (``ferkit analyze``, the Python API): the classifier may use every core on a photo's faces.
-#: - ``video`` (``ferkit video``/``camera``): two onnxruntime threads that sleep between calls instead
-#:   of spinning, because the loop decodes, draws and encodes between them (2-core Zen 3, 640×480, the
-#:   slowest real-footage clip: 71.5–77.6 frames/s against 59.9–62.4 with one thread; docs/video.md); the
-#:   detector input follows the frame size (:func:`video_detect_size`; 480 px when it is not given).
+#: - ``photo`` (``ferkit analyze``, the Python API): detector and classifier may use every core.
+#: - ``video`` (``ferkit video``/``camera``): two onnxruntime threads, not one, although the loop decodes,
+#:   draws and encodes between calls (2-core Zen 3, 640×480, the slowest real-footage clip: 71.5–77.6
+#:   frames/s against 59.9–62.4 with one thread; docs/video.md); the detector input follows the frame
+#:   size (:func:`video_detect_size`; 480 px when it is not given).
 #: - ``service`` (``ferkit serve``) and ``worker`` (the Ray engine): one thread per inference, because
 #:   parallelism comes from several requests or workers at once (docs/service.md).
 PROFILES: dict[str, dict[str, Any]] = {
     "photo": {},
-    "video": {"threads": 2, "spin": False, "detect_size": VIDEO_DETECT_SIZE[0]},
+    "video": {"threads": 2, "detect_size": VIDEO_DETECT_SIZE[0]},
     "service": {"threads": 1},
     "worker": {"threads": 1},
 }
@@ -67,9 +67,11 @@ class Settings:
             (None = the detector's own default; 0 = always full size). Smaller is faster and
             misses smaller faces.
         threads: onnxruntime threads of the classifier and of the detector (0 = one per core).
-        spin: let the classifier's idle onnxruntime threads busy-wait for its next call: 5-10 % faster
-            for one big batch (a photo's faces), but a loop that does other work between calls (video)
-            loses a core to the spinning. Detectors never spin.
+        spin: let the classifier's idle onnxruntime threads busy-wait for its next call. Off by default:
+            the spinning threads hold the cores while the detector of the next image runs, which made
+            photo after photo 6-18 % slower (2-core Xeon, 2026-12-02: the 15-face crowd scene 40.3-41.9
+            against 42.9-45.9 ms, examples/astronauts.jpg 36.1-36.5 against 44.1-44.7) for ~1 ms gained
+            in the classifier; the video loop lost a core to it. Detectors never spin.
         quality: quality-gate thresholds that differ from :class:`~ferkit.core.quality.QualityGate`'s
             defaults, e.g. ``{"min_face_size": 30}`` (a ``QualityGate`` is accepted and kept as its fields).
         max_pixels: larger images are refused before decoding (decompression-bomb guard).
@@ -84,7 +86,7 @@ class Settings:
     detector: Any = DEFAULT_DETECTOR
     detect_size: int | None = None
     threads: int = 0
-    spin: bool = True
+    spin: bool = False
     quality: dict[str, float] = field(default_factory=dict)
     max_pixels: int = MAX_PIXELS
     lang: str = DEFAULT_LANG
