@@ -96,13 +96,13 @@ def test_shipped_models_classify_in_bounded_chunks(astronaut):
 
 
 def test_default_model_runs_its_mirror_view_at_runtime_and_one_view_on_request():
-    """The default model's graph holds one view and the runtime adds the mirror: all views averaged by
-    default, or one chosen view per face at half the cost (what video uses)."""
+    """The default model's graph holds one view and the runtime adds the mirror: all views averaged
+    (with ``extra_views_below=1``), or one chosen view per face at half the cost (what video uses)."""
     from ferkit.core.classification import EmotionClassifier
     from ferkit.core.preprocess import prepare_batch
     from ferkit.core.settings import DEFAULT_MODEL
 
-    clf = EmotionClassifier(DEFAULT_MODEL, calibrated=False)
+    clf = EmotionClassifier(DEFAULT_MODEL, calibrated=False, extra_views_below=1.0)
     assert clf.runtime_views == 2 and clf.tta == "flip"
     faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     x = prepare_batch(list(faces), 48)
@@ -113,6 +113,41 @@ def test_default_model_runs_its_mirror_view_at_runtime_and_one_view_on_request()
     np.testing.assert_allclose(mixed[[0, 3]], own[[0, 3]], atol=1e-5)
     np.testing.assert_allclose(mixed[[1, 2, 4]], mirror[[1, 2, 4]], atol=1e-5)
     assert not np.allclose(own, mirror, atol=1e-3)  # the views differ, so the choice is real
+
+
+def test_mirror_view_runs_only_for_faces_the_first_view_is_unsure_of(astronaut):
+    """Faces whose first view reaches ``extra_views_below`` keep its logits; the others get the mean of both
+    views; 0 and 1 give the first view only and both views everywhere."""
+    from ferkit.core.classification import EmotionClassifier, softmax
+    from ferkit.core.preprocess import prepare_batch, to_grey
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    grey = cv2.resize(to_grey(astronaut)[30:230, 140:340], (48, 48), interpolation=cv2.INTER_AREA)
+    x = prepare_batch([grey, grey[:, ::-1], *noise], 48)  # a real face and pixel noise: sure and unsure
+    every = EmotionClassifier(calibrated=False, extra_views_below=1.0)
+    own, both = every.logits(x, views=[0] * len(x)), every.logits(x)
+    sure = softmax(own, every.info.temperature).max(1)
+    threshold = float(np.median(sure))  # half the faces above it, half below
+    runs = []
+    clf = EmotionClassifier(calibrated=False, extra_views_below=threshold)
+    clf._run = lambda batch, run=clf._run: runs.append(len(batch)) or run(batch)
+    out = clf.logits(x)
+    unsure = sure < threshold
+    assert 0 < unsure.sum() < len(x)
+    np.testing.assert_allclose(out[unsure], both[unsure], atol=1e-5)
+    np.testing.assert_allclose(out[~unsure], own[~unsure], atol=1e-5)
+    assert runs == [len(x), int(unsure.sum())]  # the mirror view only for the unsure faces
+    np.testing.assert_allclose(EmotionClassifier(calibrated=False, extra_views_below=0.0).logits(x), own, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True, "0.8"])
+def test_extra_views_below_must_be_a_probability(value):
+    from ferkit import Settings
+    from ferkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="extra_views_below"):
+        Settings(extra_views_below=value)
 
 
 @pytest.mark.parametrize("views", [[0, 1], [0, 2, 0], [-1, 0, 0]])

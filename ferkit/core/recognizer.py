@@ -52,7 +52,8 @@ class Recognizer:
         self.settings = settings
         self.quality = QualityGate(**settings.quality)
         self.detector = _build_detector(settings)
-        self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None, spin=settings.spin)
+        self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None, spin=settings.spin,
+                                            extra_views_below=settings.extra_views_below)
 
     @property
     def max_pixels(self) -> int:

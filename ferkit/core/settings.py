@@ -30,6 +30,12 @@ DEFAULT_MODEL = "fernet-m-q8"
 ACCURATE_MODEL = "fernet-e4"
 #: The face detector every front end uses unless told otherwise (RetinaFace MobileNet-0.25, shipped).
 DEFAULT_DETECTOR = "retinaface"
+#: The default model runs its mirror view only for faces whose first view gives no emotion at least this
+#: probability: half of FER2013 val's faces (two thirds of a news-photo crowd's), the same val accuracy
+#: within one face on each of six networks (70.88 % against 70.91 % for fernet-m-q8), a lower calibration
+#: error on five of them (``python benchmarks/adaptive_views.py fernet-m-q8 fernet-e4``; docs/training.md).
+#: 1 = always both views.
+EXTRA_VIEWS_BELOW = 0.8
 #: Refuse images above this many pixels, read from the header before decoding (50 MP ≈ 8660×5770).
 MAX_PIXELS = 50_000_000
 #: Languages of the emotion labels (:mod:`ferkit.core.labels`).
@@ -76,6 +82,9 @@ class Settings:
             defaults, e.g. ``{"min_face_size": 30}`` (a ``QualityGate`` is accepted and kept as its fields).
         max_pixels: larger images are refused before decoding (decompression-bomb guard).
         lang: language of the emotion labels in text, JSON ``label`` fields and pictures (``en``, ``zh``).
+        extra_views_below: a model whose test-time views run outside its graph (the default) runs the
+            views after the first only for faces whose first-view top probability is below this
+            (:data:`EXTRA_VIEWS_BELOW`; 1 = every view for every face, 0 = the first view only).
 
     Raises:
         ferkit.errors.ConfigError: a value that cannot be used (says which field and why).
@@ -90,6 +99,7 @@ class Settings:
     quality: dict[str, float] = field(default_factory=dict)
     max_pixels: int = MAX_PIXELS
     lang: str = DEFAULT_LANG
+    extra_views_below: float = EXTRA_VIEWS_BELOW
 
     def __post_init__(self) -> None:
         import os
@@ -107,6 +117,9 @@ class Settings:
         if not isinstance(self.spin, bool):
             raise ConfigError(f"spin must be True or False, got {self.spin!r}")
         _check_int("max_pixels", self.max_pixels, low=1)
+        if (isinstance(self.extra_views_below, bool) or not isinstance(self.extra_views_below, numbers.Real)
+                or not 0 <= self.extra_views_below <= 1):
+            raise ConfigError(f"extra_views_below must be a probability in [0, 1], got {self.extra_views_below!r}")
         object.__setattr__(self, "quality", _quality_dict(self.quality))
         from ferkit.core.labels import LANGUAGES
 

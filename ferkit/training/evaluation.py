@@ -20,6 +20,7 @@ from ferkit.core.classification import softmax
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.plots import confusion_matrix_image, save_png
 from ferkit.core.preprocess import prepare_batch, tta_views
+from ferkit.core.settings import EXTRA_VIEWS_BELOW
 from ferkit.errors import ModelError
 from ferkit.training.data import load_faces
 from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
@@ -35,8 +36,13 @@ class LogitModel:
     temperature: float = 1.0
 
 
-def load_logit_model(model: str | Path | LogitModel) -> LogitModel:
-    """Load a shipped name, ``.onnx`` or training checkpoint ``.pt`` once (a :class:`LogitModel` is returned as is)."""
+def load_logit_model(model: str | Path | LogitModel, extra_views_below: float = EXTRA_VIEWS_BELOW) -> LogitModel:
+    """Load a shipped name, ``.onnx`` or training checkpoint ``.pt`` once (a :class:`LogitModel` is returned as is).
+
+    ``extra_views_below``: for a model whose test-time views run outside its graph, when the views after
+    the first run (:class:`~ferkit.core.classification.EmotionClassifier`); the default is what the
+    Recognizer does, 1 measures the model with every view on every face.
+    """
     if isinstance(model, LogitModel):
         return model
     p = Path(model)
@@ -58,16 +64,16 @@ def load_logit_model(model: str | Path | LogitModel) -> LogitModel:
         return LogitModel(run, cfg.input_size, str(p))
     from ferkit.core.classification import EmotionClassifier
 
-    clf = EmotionClassifier(model, calibrated=False)
+    clf = EmotionClassifier(model, calibrated=False, extra_views_below=extra_views_below)
     return LogitModel(clf.logits, clf.input_size, clf.name, clf.info.temperature)
 
 
 def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str = "none", batch: int = 256,
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False, extra_views_below: float = EXTRA_VIEWS_BELOW) -> np.ndarray:
     """Logits ``(N, 7)`` of uint8 face images, averaged over the TTA views (``progress``: a bar on stderr)."""
     from tqdm import tqdm
 
-    loaded = load_logit_model(model)
+    loaded = load_logit_model(model, extra_views_below)
     run, size = loaded.run, loaded.input_size
     if images.shape[1:] != (size, size):
         images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
@@ -84,15 +90,20 @@ def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str 
 
 
 def evaluate(data: str | Path, model: str | Path, split: str | None = None, tta: str = "none",
-             calibrate: bool = False, out_dir: str | Path | None = None, skip_bad: bool = False) -> dict:
-    """Evaluate ``model`` on a labelled set; writes ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``."""
+             calibrate: bool = False, out_dir: str | Path | None = None, skip_bad: bool = False,
+             extra_views_below: float = EXTRA_VIEWS_BELOW) -> dict:
+    """Evaluate ``model`` on a labelled set; writes ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``.
+
+    ``extra_views_below``: see :func:`load_logit_model` (the default scores what the Recognizer runs).
+    """
     fs = load_faces(data, split, skip_bad=skip_bad)
-    loaded = load_logit_model(model)
+    loaded = load_logit_model(model, extra_views_below)
     name, temperature = loaded.name, loaded.temperature
     logits = predict_logits(loaded, fs.images, tta)
     probs = softmax(logits, temperature)
     report = summarize(fs.labels, probs, EMOTIONS)
     report.update({"model": name, "data": str(data), "split": split, "tta": tta, "skipped": len(fs.skipped),
+                   "extra_views_below": extra_views_below,
                    "temperature": temperature, "ece": expected_calibration_error(fs.labels, probs)})
     if calibrate:
         report["calibration"] = cross_fitted_calibration(logits, fs.labels)

@@ -210,11 +210,12 @@ def compact_initializers(path: Path, dtype: str = "float16", min_size: int = 102
 
 
 def evaluate_onnx(path: str | Path, val_data: str | Path, progress: bool = True) -> dict:
-    """Accuracy/F1 of an ONNX file on a class-folder set, and a temperature fitted there."""
+    """Accuracy/F1 of an ONNX file on a class-folder set, and a temperature fitted there (every test-time
+    view on every face: the figures of the model itself, for its card)."""
     from ferkit.training.evaluation import predict_logits
 
     fs = load_faces(val_data, "val" if (Path(val_data) / "val").is_dir() else None, progress=progress)
-    logits = predict_logits(path, fs.images)
+    logits = predict_logits(path, fs.images, extra_views_below=1.0)
     t = fit_temperature(logits, fs.labels)
     summary = summarize(fs.labels, softmax(logits), EMOTIONS)
     return {

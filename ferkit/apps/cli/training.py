@@ -66,6 +66,10 @@ def _add_evaluate(sub) -> None:
                    help="extra test-time augmentation on top of what the model file does")
     p.add_argument("--calibrate", action="store_true", help="fit a softmax temperature (2-fold cross-fitted) and "
                    "report ECE before/after")
+    p.add_argument("--extra-views-below", type=float, default=None, metavar="P",
+                   help="for a model whose views run outside its graph (the default): run the views after the "
+                        "first only for faces whose first-view top probability is below P, as the Recognizer "
+                        "does (default: the Recognizer's, EXTRA_VIEWS_BELOW; 1 = every view on every face)")
     p.add_argument("--out", default="ferkit_eval", help="folder for confusion_matrix.png and metrics.json")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images / unknown classes (counted)")
@@ -73,11 +77,14 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ferkit.core.settings import DEFAULT_MODEL
+    from ferkit.core.settings import DEFAULT_MODEL, Settings
     from ferkit.training.evaluation import evaluate, print_report
 
+    # validated like every setting; unset = the Recognizer's
+    settings = Settings() if args.extra_views_below is None else Settings(extra_views_below=args.extra_views_below)
     report = evaluate(args.data, args.model or DEFAULT_MODEL, split=args.split, tta=args.tta,
-                      calibrate=args.calibrate, out_dir=args.out, skip_bad=args.skip_bad)
+                      calibrate=args.calibrate, out_dir=args.out, skip_bad=args.skip_bad,
+                      extra_views_below=settings.extra_views_below)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
