@@ -170,6 +170,22 @@ def test_video_writes_table_plots_summary_and_video(tmp_path, clip, rec):
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (W, H)
 
 
+def test_recognizer_factory_is_called_once_with_the_frame_size(tmp_path, clip, rec):
+    """process_video accepts ``(width, height) -> Recognizer`` (the Ray worker's per-size cache), called once
+    with the size of the frames it has read, so the video is opened once."""
+    calls = []
+
+    def factory(width: int, height: int):
+        calls.append((width, height))
+        return rec
+
+    cap = cv2.VideoCapture(str(clip))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    report = process_video(clip, tmp_path / "a.mp4", tmp_path, recognizer=factory, progress=False)
+    assert calls == [size] and report.frames > 0
+
+
 def test_classifier_runs_every_nth_frame_and_within_budget(tmp_path, clip, rec):
     opts = VideoOptions(detect_every=5, classify_every=3, classify_budget=0)
     report = process_video(clip, None, tmp_path, recognizer=rec, options=opts, write_video=False, progress=False)

@@ -161,10 +161,11 @@ class VideoWorker(_Worker):
         self.options = options
         self.write_video = write_video
 
-    def _recognizer(self, source: str) -> Any:
-        from ferkit.core.settings import VIDEO_DETECT_SIZE
+    def _recognizer(self, width: int, height: int) -> Any:
+        """The Recognizer for a video of this frame size (process_video calls it once it has read a frame)."""
+        from ferkit.core.settings import video_detect_size
 
-        size = (_detect_size_of(source) or VIDEO_DETECT_SIZE[0]) if self.per_video_size else None
+        size = video_detect_size(width, height) if self.per_video_size else None
         if size not in self._recs:
             if len(self._recs) >= self.KEEP:
                 self._recs.pop(next(iter(self._recs)))
@@ -178,27 +179,12 @@ class VideoWorker(_Worker):
 
         source = item["source"] if self.same_cwd else item["key"]
         try:
-            report = process_video(source, item["video"], item["results"], recognizer=self._recognizer(source),
+            report = process_video(source, item["video"], item["results"], recognizer=self._recognizer,
                                    options=VideoOptions(**self.options), write_video=self.write_video,
                                    progress=False)
         except FerkitError as e:
             return json.dumps(error_record(item["source"], str(e))), str(e)
         return json.dumps(report.to_dict()), report.message()
-
-
-def _detect_size_of(source: str) -> int | None:
-    """The video detector input for ``source``'s frame size; None when the size cannot be read (then
-    process_video reports why, or reads the frames anyway)."""
-    from ferkit.apps.video.io import open_video
-    from ferkit.core.settings import video_detect_size
-    from ferkit.errors import VideoError
-
-    try:
-        cap, info = open_video(source)
-    except VideoError:
-        return None
-    cap.release()
-    return video_detect_size(info.width, info.height) if info.width > 0 and info.height > 0 else None
 
 
 # ---------------------------------------------------------------- driver

@@ -83,6 +83,8 @@ def _open(src: Path, video_path: Path, folder: Path, output: Any, results_dir: A
         h, w = frame.shape[:2]
         if recognizer is None:
             recognizer = Settings.profile("video", frame_size=(w, h)).build()
+        elif not hasattr(recognizer, "analyze"):  # a factory of the frame size (the Ray worker's)
+            recognizer = recognizer(w, h)
         table = TrackTable(folder / src.stem, options.table_format, flush_every=max(1, round(info.fps)))
         try:
             writer = (_BackgroundWriter(_open_writer(video_path, info.fps, (w, h)), options.bars)
@@ -160,8 +162,9 @@ def process_video(input_path: str | Path, output: str | Path | None = None, resu
         input_path: any container/codec OpenCV's FFmpeg reads.
         output: annotated video path (ignored when ``write_video`` is False).
         results_dir: folder for the table, plots and summary.
-        recognizer: a :class:`~ferkit.Recognizer`, used as given (default: the ``video`` profile built for
-            the video's frame size, ``Settings.profile("video", frame_size=(w, h)).build()``).
+        recognizer: a :class:`~ferkit.Recognizer`, used as given, or a callable ``(width, height) ->
+            Recognizer`` called once with the frame size (default: the ``video`` profile built for it,
+            ``Settings.profile("video", frame_size=(w, h)).build()``).
         options: :class:`VideoOptions`.
         write_video: write the annotated video.
         progress: show a tqdm progress bar (frames/s) on stderr when it is a terminal.
