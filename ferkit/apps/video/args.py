@@ -35,9 +35,10 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classify-budget", type=float, default=d.classify_budget, metavar="F",
                    help=f"at most F face classifications per frame on average, so many faces cost no more per "
                    f"frame (each is classified less often); 0 = no cap (default {d.classify_budget:g})")
-    g.add_argument("--all-views", action="store_true", help="run every test-time view of the model on each "
-                   "classification (by default the default model's face and mirror views take turns on "
-                   "consecutive classifications of a face and are averaged: half the cost)")
+    g.add_argument("--all-views", action="store_true", help="run the model's test-time views on each "
+                   "classification as photos do (the mirror where the first view is unsure; by default the "
+                   "default model's face and mirror views take turns on consecutive classifications of a face "
+                   "and are averaged: half the cost)")
     g.add_argument("--smooth", choices=SMOOTHING_METHODS, default=d.smooth,
                    help=f"temporal smoothing of each face's probabilities (default {d.smooth})")
     g.add_argument("--alpha", type=float, default=d.alpha, help=f"EMA weight of one frame, 0-1; smaller = "

@@ -37,7 +37,8 @@ class VideoOptions:
         split_views: where the model's test-time views run outside its graph (the default model: the face
             and its mirror), classify a face on one view at a time, in turn, and report the mean of its
             latest measurement of each view: the model's own two-view answer for a face that holds still,
-            at half the cost per classification. False = every view on every classification.
+            at half the cost per classification. False = each classification runs the views as a photo's
+            faces do (the mirror where the first view is unsure: ``Settings.extra_views_below``).
         smooth: ``ema``, ``window`` or ``none``.
         alpha: EMA weight of one frame (smaller = smoother; memory ≈ 1/alpha frames).
         window: window length in frames for ``smooth="window"``.
