@@ -72,9 +72,10 @@ def report(label: str, first: np.ndarray, mirror: np.ndarray, y: np.ndarray) -> 
               f"{expected_calibration_error(y, p):.4f} |")
 
 
-def faces_per_s(model: str, x: np.ndarray, below: float, batch: int, threads: int, seconds: float = 3.0) -> float:
+def faces_per_s(model: str, x: np.ndarray, below: float, batch: int, threads: int, seconds: float = 3.0,
+                runtime: str = "auto") -> float:
     """Faces/s of ``model`` over consecutive batches of val faces (median batch time)."""
-    clf = EmotionClassifier(model, threads=threads, extra_views_below=below)
+    clf = EmotionClassifier(model, threads=threads, extra_views_below=below, runtime=runtime)
     batches = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)]
     clf.logits(batches[0])
     times, t0, i = [], time.perf_counter(), 0

@@ -6,7 +6,11 @@ virtual environment through `../shared/peers/time_photo.py` (fer needs
 TensorFlow; install it offline with `bash ../shared/peers/setup-fer.sh .venv-fer`),
 alternating sides for ``--rounds`` rounds so machine load hits both alike.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_peer.py [--fer-python .venv-fer/bin/python] [--models fernet-m]
+    OMP_NUM_THREADS=2 python benchmarks/bench_peer.py [--fer-python .venv-fer/bin/python] [--models fernet-m] \
+        [--runtimes onnxruntime]
+
+The default ferkit side runs exactly as the peers' script does (``Recognizer()``, runtime ``auto``);
+``--runtimes`` adds sides with ``Recognizer(runtime=NAME)``, timed by the same script.
 """
 
 from __future__ import annotations
@@ -28,11 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TIME_PHOTO = ROOT / ".." / "shared" / "peers" / "time_photo.py"
 
 
+# The peers' script with ferkit's Recognizer built with the given runtime (its only other difference).
+WITH_RUNTIME = ("import sys, runpy, ferkit; runtime = sys.argv.pop(1); base = ferkit.Recognizer; "
+                "ferkit.Recognizer = lambda **kw: base(runtime=runtime, **kw); "
+                "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def time_photo(python: str, which: str, photo: Path, runs: int) -> tuple[float, int]:
-    """(median ms, faces found) of one side, from the peers' timing script."""
+    """(median ms, faces found) of one side, from the peers' timing script (``which`` ``ferkit@RUNTIME``:
+    ferkit on that runtime)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([python, str(TIME_PHOTO), which, str(photo), str(runs)], capture_output=True, text=True,
-                         env=env, check=True)
+    cmd = [python, str(TIME_PHOTO), which, str(photo), str(runs)]
+    if "@" in which:
+        which, runtime = which.split("@")
+        cmd = [python, "-c", WITH_RUNTIME, runtime, str(TIME_PHOTO), which, str(photo), str(runs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     ms, faces = out.stdout.strip().splitlines()[-1].split()
     return float(ms), int(faces)
 
@@ -41,13 +55,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fer-python", default=str(ROOT / ".venv-fer" / "bin" / "python"))
     ap.add_argument("--models", nargs="*", default=[], help="other ferkit classifiers to time beside the default")
+    ap.add_argument("--runtimes", nargs="*", default=[], help="ferkit's default on these runtimes too (onnxruntime, "
+                    "openvino)")
     ap.add_argument("--runs", type=int, default=20, help="timed analyses per side and round")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from ferkit.core.machine import describe_cpu
+    from ferkit.core.runtime import resolve_runtime
 
-    print(f"CPU: {describe_cpu()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}")
+    print(f"CPU: {describe_cpu()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}; "
+          f"ferkit's runtime: {resolve_runtime()}")
     with tempfile.TemporaryDirectory() as tmp:
         scene, truth = crowd_scene()
         photos = {"640×480 FDDB scene": Path(tmp) / "scene.jpg", "examples/astronauts.jpg": ROOT / "examples"
@@ -55,6 +73,7 @@ def main() -> None:
         cv2.imwrite(str(photos["640×480 FDDB scene"]), scene, [cv2.IMWRITE_JPEG_QUALITY, 92])
         sides = [("fer", args.fer_python, "fer"), ("ferkit (default)", sys.executable, "ferkit")]
         sides += [(f"ferkit --model {m}", sys.executable, f"ferkit:{m}") for m in args.models]
+        sides += [(f"ferkit --runtime {r}", sys.executable, f"ferkit@{r}") for r in args.runtimes]
         for title, photo in photos.items():
             extra = f", {len(truth)} true faces" if photo.name == "scene.jpg" else ""
             print(f"\n{title}{extra}: median ms over {args.rounds} rounds × {args.runs} runs")

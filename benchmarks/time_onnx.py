@@ -1,12 +1,12 @@
 """Time the network pass of candidate ONNX detectors at given input sizes, the way ferkit runs its own.
 
-For a detector that is not (yet) a ferkit detector: its graph alone, on onnxruntime's CPU provider,
-with ``--threads`` threads that sleep between calls (as ferkit's detectors do), random input of each
+For a detector that is not (yet) a ferkit detector: its graph alone, on each ``--runtime`` (both by
+default), with ``--threads`` threads that sleep between calls (as ferkit's detectors do), random input of each
 size, median of ``--runs`` calls after warm-up. Graphs with a fixed input size are first given free
 height and width (needs ``onnx``: ``pip install "ferkit[train]"``).
 
     python benchmarks/time_onnx.py ferkit/weights/detectors/retinaface-mnet025.onnx CANDIDATE.onnx \\
-        --sizes 640x480 1280x720 --threads 1 2
+        --sizes 640x480 1280x720 --threads 1 2 [--runtime openvino onnxruntime]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.core.machine import describe_cpu
-from ferkit.core.runtime import ort_session
+from ferkit.core.runtime import available_runtimes, open_session
 
 
 def free_size(path: Path, out: Path) -> Path:
@@ -53,30 +53,30 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["640x480"], help="WIDTHxHEIGHT")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runtime", nargs="+", default=available_runtimes(), help="runtimes to time (default: installed)")
     args = ap.parse_args()
     print(f"CPU: {describe_cpu()}")
-    print("| model | threads | " + " | ".join(f"ms {s}" for s in args.sizes) + " |")
-    print("|---|---|" + "---|" * len(args.sizes))
+    print("| model | runtime | threads | " + " | ".join(f"ms {s}" for s in args.sizes) + " |")
+    print("|---|---|---|" + "---|" * len(args.sizes))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.models:
             runnable = free_size(path, Path(tmp) / path.name)
-            for threads in args.threads:
-                session = ort_session(runnable, threads, spin=False)
-                name = session.get_inputs()[0].name
+            for runtime, threads in ((r, t) for r in args.runtime for t in args.threads):
+                session = open_session(runnable, threads, spin=False, runtime=runtime)
                 cells = []
                 for size in args.sizes:
                     w, h = (int(v) for v in size.lower().split("x"))
                     x = (rng.random((1, 3, h, w), np.float32) * 255 - 117).astype(np.float32)
                     for _ in range(3):
-                        session.run(None, {name: x})
+                        session.run(x)
                     times = []
                     for _ in range(args.runs):
                         t = time.perf_counter()
-                        session.run(None, {name: x})
+                        session.run(x)
                         times.append(time.perf_counter() - t)
                     cells.append(f"{1e3 * float(np.median(times)):.1f}")
-                print(f"| {path.name} | {threads} | " + " | ".join(cells) + " |", flush=True)
+                print(f"| {path.name} | {runtime} | {threads} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -368,6 +368,23 @@ def test_nms_union_and_min():
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_iou_nms_keeps_what_the_greedy_pass_keeps(seed):
+    """OpenCV's NMSBoxes (the IoU path) against the reference greedy pass: same boxes, same order, ties included;
+    empty boxes are dropped."""
+    from ferkit.core.detection.base import _nms_greedy
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(0, 60, (n, 2)) * (rng.random((n, 1)) > 0.05)  # some empty boxes
+    boxes = np.hstack([xy, xy + wh])
+    scores = np.round(rng.random(n), 1)  # many ties
+    real = np.flatnonzero((wh > 0).all(1))
+    for t in (0.3, 0.4, 0.7):
+        assert nms(boxes, scores, t).tolist() == real[_nms_greedy(boxes[real], scores[real], t, "iou")].tolist()
+
+
 # -- dev-set accuracy (only where the team's shared data sits beside the checkout) -----------
 
 @pytest.mark.skipif(not (FACEDET / "annotations.json").is_file(), reason="../shared/facedet not present")

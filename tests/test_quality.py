@@ -1,10 +1,22 @@
 import cv2
 import numpy as np
+import pytest
 
 from ferkit.core.detection import Detection
 from ferkit.core.quality import QualityGate, estimate_yaw, sharpness
 
 FRONTAL = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sharpness_is_the_laplacian_variance_of_the_normalised_crop(seed):
+    """The definition the thresholds were calibrated with (docs/quality.md), computed the long way."""
+    rng = np.random.default_rng(seed)
+    crop = cv2.GaussianBlur(rng.integers(0, 256, (48, 48), dtype=np.uint8), (0, 0), 0.5 + seed)
+    g = crop.astype(np.float32)
+    g = (g - g.mean()) / g.std() * 50.0 + 128.0
+    assert sharpness(crop) == pytest.approx(float(cv2.Laplacian(g, cv2.CV_32F, ksize=1).var()), rel=1e-4)
+    assert sharpness(np.full((48, 48), 7, np.uint8)) == 0.0
 
 
 def test_sharpness_drops_with_blur_and_ignores_contrast(astronaut):

@@ -144,9 +144,11 @@ def test_export_roundtrip_and_evaluate(class_folders: Path, tmp_path: Path):
     x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
     with torch.no_grad():
         ref = (model(torch.from_numpy(x)) + model(torch.from_numpy(x).flip(3))) / 2
-    np.testing.assert_allclose(EmotionClassifier(onnx_path).logits(x), ref.numpy(), atol=1e-4)
+    # (onnxruntime: the reference runtime, fp32 throughout; OpenVINO may compute in bf16, tests/test_runtime.py)
+    np.testing.assert_allclose(EmotionClassifier(onnx_path, runtime="onnxruntime").logits(x), ref.numpy(), atol=1e-4)
     # evaluate the exported file and the checkpoint: same accuracy (flip TTA lives in the onnx graph)
-    r_onnx = evaluate(class_folders, onnx_path, split="val", calibrate=True, out_dir=tmp_path / "ev")
+    r_onnx = evaluate(class_folders, onnx_path, split="val", calibrate=True, out_dir=tmp_path / "ev",
+                      runtime="onnxruntime")
     r_pt = evaluate(class_folders, tmp_path / "run" / "best.pt", split="val", tta="flip")
     assert abs(r_onnx["accuracy"] - r_pt["accuracy"]) < 1e-9
     assert (tmp_path / "ev" / "confusion_matrix.png").is_file()
@@ -343,7 +345,8 @@ def test_members_rebuilt_from_onnx_compute_what_the_graph_does(class_folders: Pa
     x = normalize(images[:6, None].astype(np.float32))
     with torch.no_grad():
         ours = _Ensemble(members, "flip").eval()(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours, EmotionClassifier(path, calibrated=False).logits(x), atol=1e-4)
+    np.testing.assert_allclose(ours, EmotionClassifier(path, calibrated=False, runtime="onnxruntime").logits(x),
+                               atol=1e-4)
     # train mode on the images the statistics came from: BN then normalises by nearly the same mean/var
     for m in members[0].modules():  # BatchNorm in train mode; dropout stays off so only BN differs
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -474,9 +477,9 @@ def test_views_run_by_the_runtime_match_views_inside_the_graph(tmp_path: Path):
     to_onnx([net], tmp_path / "one.onnx", tta="none")
     for tta in ("flip", "tencrop"):
         to_onnx([net], tmp_path / f"{tta}.onnx", tta=tta)
-        inside = EmotionClassifier(tmp_path / f"{tta}.onnx").logits(x)
+        inside = EmotionClassifier(tmp_path / f"{tta}.onnx", runtime="onnxruntime").logits(x)
         (tmp_path / "one.json").write_text(json.dumps({"tta": tta, "tta_in_graph": False}))
-        outside = EmotionClassifier(tmp_path / "one.onnx")
+        outside = EmotionClassifier(tmp_path / "one.onnx", runtime="onnxruntime")
         assert outside.runtime_views == {"flip": 2, "tencrop": 10}[tta]
         # ten-crop's resize is bilinear in both; OpenCV's and torch's differ in the last bits
         np.testing.assert_allclose(outside.logits(x), inside, atol=1e-4 if tta == "flip" else 2e-2)

@@ -1,4 +1,4 @@
-"""Emotion-classifier runtime on onnxruntime (no torch needed).
+"""Emotion-classifier runtime on OpenVINO or onnxruntime (no torch needed; :mod:`ferkit.core.runtime`).
 
 Shipped models live in ``ferkit/weights/``: ``NAME.onnx`` (logits out), a
 machine-readable ``NAME.json`` (input size, softmax temperature fitted on
@@ -24,7 +24,7 @@ import numpy as np
 
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import TTA_VIEWS, prepare_batch, tta_views
-from ferkit.core.runtime import ort_session
+from ferkit.core.runtime import open_session
 from ferkit.core.settings import DEFAULT_MODEL, EXTRA_VIEWS_BELOW
 from ferkit.errors import ConfigError, ModelError
 
@@ -94,23 +94,24 @@ class EmotionClassifier:
 
     Args:
         model: shipped model name (see :func:`list_models`) or path to an ``.onnx`` file.
-        threads: onnxruntime intra-op threads (None = onnxruntime's default).
+        threads: inference threads (None = one per core).
         calibrated: apply the model's fitted softmax temperature (recommended).
-        spin: idle onnxruntime threads busy-wait for the next call (:func:`~ferkit.core.runtime.ort_session`).
+        spin: idle onnxruntime threads busy-wait for the next call (:func:`~ferkit.core.runtime.open_session`).
         extra_views_below: for a model whose test-time views run here, run the views after the first
             only for faces whose first-view top probability (at the model's fitted temperature) is
             below this; 1 = every view for every face, as the model's own graph would
             (:data:`~ferkit.core.settings.EXTRA_VIEWS_BELOW`).
+        runtime: inference runtime (:func:`~ferkit.core.runtime.open_session`; ``auto`` = the best installed).
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, threads: int | None = None, calibrated: bool = True,
-                 spin: bool = True, extra_views_below: float = EXTRA_VIEWS_BELOW):
+                 spin: bool = True, extra_views_below: float = EXTRA_VIEWS_BELOW, runtime: str = "auto"):
         self.info = resolve_model(model)
         self.extra_views_below = float(extra_views_below)
         self.name = self.info.name
         self.input_size = self.info.input_size
         self.temperature = self.info.temperature if calibrated else 1.0
-        self.session = ort_session(self.info.path, threads, spin)
+        self.session = open_session(self.info.path, threads, spin, runtime)
         meta = self.info.meta or {}
         self.tta = tta_mode(meta)
         if self.tta not in TTA_VIEWS:
@@ -118,15 +119,13 @@ class EmotionClassifier:
         #: test-time views this runtime runs around the graph (1 when they are inside it): a caller
         #: of :meth:`logits` may pick one of them per face
         self.runtime_views = 1 if tta_in_graph(meta) else TTA_VIEWS[self.tta]
-        # faces per onnxruntime call: 64 images with the test-time views, which bounds peak memory (a
+        # faces per inference call: 64 images with the test-time views, which bounds peak memory (a
         # ten-crop model turns 64 faces into 640 images, ~2 GB of activations) at no cost in speed
         # (faces/s measured flat from batch 1 to 64 for the shipped models)
         self.chunk = max(1, 64 // TTA_VIEWS[self.tta])
-        inp = self.session.get_inputs()[0]
-        self._input = inp.name
-        out_shape = self.session.get_outputs()[0].shape
-        if out_shape[-1] not in (len(EMOTIONS), None) and not isinstance(out_shape[-1], str):
-            raise ModelError(f"{self.info.path}: outputs {out_shape[-1]} classes, expected {len(EMOTIONS)}")
+        width = self.session.output_widths[0]
+        if width not in (len(EMOTIONS), None):
+            raise ModelError(f"{self.info.path}: outputs {width} classes, expected {len(EMOTIONS)}")
 
     def logits(self, batch: np.ndarray, views: np.ndarray | list[int] | None = None) -> np.ndarray:
         """Normalised float input ``(N, 1, S, S)`` → raw logits ``(N, 7)``, averaged over the test-time views.
@@ -163,7 +162,7 @@ class EmotionClassifier:
         return softmax(self.logits(prepare_batch(list(crops), self.input_size), views), self.temperature)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
+        return self.session.run(x)[0]
 
     def _mean_over_views(self, every: list[np.ndarray]) -> np.ndarray:
         """Each face's logits averaged over its views; faces the first view is sure of keep its logits.

@@ -60,11 +60,13 @@ def sharpness(crop48: np.ndarray) -> float:
     not about how dark or low-contrast the photo is.
     """
     g = crop48.astype(np.float32)
-    std = float(g.std())
+    std = float(cv2.meanStdDev(g)[1][0, 0])
     if std < 1e-3:
         return 0.0
-    g = (g - g.mean()) / std * 50.0 + 128.0
-    return float(cv2.Laplacian(g, cv2.CV_32F, ksize=1).var())
+    # The Laplacian is linear and zero on constants (reflected borders), so normalising to std 50
+    # scales its variance by (50 / std)²: the same figure as normalising first, in OpenCV's C++.
+    lap_std = float(cv2.meanStdDev(cv2.Laplacian(g, cv2.CV_32F, ksize=1))[1][0, 0])
+    return (lap_std * 50.0 / std) ** 2
 
 
 def estimate_yaw(landmarks: np.ndarray | None) -> float | None:

@@ -53,7 +53,7 @@ class Recognizer:
         self.quality = QualityGate(**settings.quality)
         self.detector = _build_detector(settings)
         self.classifier = EmotionClassifier(settings.model, threads=settings.threads or None, spin=settings.spin,
-                                            extra_views_below=settings.extra_views_below)
+                                            extra_views_below=settings.extra_views_below, runtime=settings.runtime)
 
     @property
     def max_pixels(self) -> int:
@@ -132,7 +132,7 @@ def _build_detector(settings: Settings) -> FaceDetector:
     """
     if not isinstance(settings.detector, str):
         return settings.detector
-    kwargs: dict[str, Any] = {"threads": settings.threads or None}
+    kwargs: dict[str, Any] = {"threads": settings.threads or None, "runtime": settings.runtime}
     if settings.detect_size is not None:
         kwargs["max_side"] = settings.detect_size
     return create_detector(settings.detector, **kwargs)

@@ -36,6 +36,9 @@ DEFAULT_DETECTOR = "retinaface"
 #: error on five of them (``python benchmarks/adaptive_views.py fernet-m-q8 fernet-e4``; docs/training.md).
 #: 1 = always both views.
 EXTRA_VIEWS_BELOW = 0.8
+#: Inference runtime of every network: ``auto`` = OpenVINO where installed (bf16 where the CPU does it
+#: natively, int8 kernels for the quantized classifier), else onnxruntime (:mod:`ferkit.core.runtime`).
+DEFAULT_RUNTIME = "auto"
 #: Refuse images above this many pixels, read from the header before decoding (50 MP ≈ 8660×5770).
 MAX_PIXELS = 50_000_000
 #: Languages of the emotion labels (:mod:`ferkit.core.labels`).
@@ -72,7 +75,8 @@ class Settings:
         detect_size: the detector sees images with their longer side at most this many pixels
             (None = the detector's own default; 0 = always full size). Smaller is faster and
             misses smaller faces.
-        threads: onnxruntime threads of the classifier and of the detector (0 = one per core).
+        threads: inference threads of the classifier and of the detector (0 = one per core; with 1, calls
+            from several threads run at once, one per core).
         spin: let the classifier's idle onnxruntime threads busy-wait for its next call. Off by default:
             the spinning threads hold the cores while the detector of the next image runs, which made
             photo after photo 6-18 % slower (2-core Xeon, 2026-12-02: the 15-face crowd scene 40.3-41.9
@@ -85,6 +89,7 @@ class Settings:
         extra_views_below: a model whose test-time views run outside its graph (the default) runs the
             views after the first only for faces whose first-view top probability is below this
             (:data:`EXTRA_VIEWS_BELOW`; 1 = every view for every face, 0 = the first view only).
+        runtime: ``auto``, ``openvino`` or ``onnxruntime`` (:data:`DEFAULT_RUNTIME`; docs/runtime.md).
 
     Raises:
         ferkit.errors.ConfigError: a value that cannot be used (says which field and why).
@@ -100,6 +105,7 @@ class Settings:
     max_pixels: int = MAX_PIXELS
     lang: str = DEFAULT_LANG
     extra_views_below: float = EXTRA_VIEWS_BELOW
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         import os
@@ -121,6 +127,10 @@ class Settings:
                 or not 0 <= self.extra_views_below <= 1):
             raise ConfigError(f"extra_views_below must be a probability in [0, 1], got {self.extra_views_below!r}")
         object.__setattr__(self, "quality", _quality_dict(self.quality))
+        from ferkit.core.runtime import RUNTIMES
+
+        if self.runtime not in ("auto", *RUNTIMES):
+            raise ConfigError(f"unknown runtime {self.runtime!r}; choose auto, {', '.join(RUNTIMES)}")
         from ferkit.core.labels import LANGUAGES
 
         if self.lang not in LANGUAGES:

@@ -2,8 +2,8 @@
 precision/recall, confusion-matrix PNG, optional test-time augmentation and
 temperature-scaling calibration (ECE before/after).
 
-Works with shipped model names and ``.onnx`` files (onnxruntime only) and with
-training checkpoints (``.pt``, needs torch).
+Works with shipped model names and ``.onnx`` files (on the Recognizer's runtime unless told
+otherwise: what is scored is what users run) and with training checkpoints (``.pt``, needs torch).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ferkit.core.classification import softmax
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.plots import confusion_matrix_image, save_png
 from ferkit.core.preprocess import prepare_batch, tta_views
-from ferkit.core.settings import EXTRA_VIEWS_BELOW
+from ferkit.core.settings import DEFAULT_RUNTIME, EXTRA_VIEWS_BELOW
 from ferkit.errors import ModelError
 from ferkit.training.data import load_faces
 from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
@@ -34,14 +34,17 @@ class LogitModel:
     input_size: int
     name: str
     temperature: float = 1.0
+    runtime: str = "torch"
 
 
-def load_logit_model(model: str | Path | LogitModel, extra_views_below: float = EXTRA_VIEWS_BELOW) -> LogitModel:
+def load_logit_model(model: str | Path | LogitModel, extra_views_below: float = EXTRA_VIEWS_BELOW,
+                     runtime: str = DEFAULT_RUNTIME) -> LogitModel:
     """Load a shipped name, ``.onnx`` or training checkpoint ``.pt`` once (a :class:`LogitModel` is returned as is).
 
     ``extra_views_below``: for a model whose test-time views run outside its graph, when the views after
     the first run (:class:`~ferkit.core.classification.EmotionClassifier`); the default is what the
-    Recognizer does, 1 measures the model with every view on every face.
+    Recognizer does, 1 measures the model with every view on every face. ``runtime``: the inference
+    runtime of ``.onnx`` models (:func:`ferkit.core.runtime.open_session`).
     """
     if isinstance(model, LogitModel):
         return model
@@ -64,8 +67,8 @@ def load_logit_model(model: str | Path | LogitModel, extra_views_below: float = 
         return LogitModel(run, cfg.input_size, str(p))
     from ferkit.core.classification import EmotionClassifier
 
-    clf = EmotionClassifier(model, calibrated=False, extra_views_below=extra_views_below)
-    return LogitModel(clf.logits, clf.input_size, clf.name, clf.info.temperature)
+    clf = EmotionClassifier(model, calibrated=False, extra_views_below=extra_views_below, runtime=runtime)
+    return LogitModel(clf.logits, clf.input_size, clf.name, clf.info.temperature, clf.session.runtime)
 
 
 def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str = "none", batch: int = 256,
@@ -91,19 +94,19 @@ def predict_logits(model: str | Path | LogitModel, images: np.ndarray, tta: str 
 
 def evaluate(data: str | Path, model: str | Path, split: str | None = None, tta: str = "none",
              calibrate: bool = False, out_dir: str | Path | None = None, skip_bad: bool = False,
-             extra_views_below: float = EXTRA_VIEWS_BELOW) -> dict:
+             extra_views_below: float = EXTRA_VIEWS_BELOW, runtime: str = DEFAULT_RUNTIME) -> dict:
     """Evaluate ``model`` on a labelled set; writes ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``.
 
-    ``extra_views_below``: see :func:`load_logit_model` (the default scores what the Recognizer runs).
+    ``extra_views_below``, ``runtime``: see :func:`load_logit_model` (the defaults score what the Recognizer runs).
     """
     fs = load_faces(data, split, skip_bad=skip_bad)
-    loaded = load_logit_model(model, extra_views_below)
+    loaded = load_logit_model(model, extra_views_below, runtime)
     name, temperature = loaded.name, loaded.temperature
     logits = predict_logits(loaded, fs.images, tta)
     probs = softmax(logits, temperature)
     report = summarize(fs.labels, probs, EMOTIONS)
     report.update({"model": name, "data": str(data), "split": split, "tta": tta, "skipped": len(fs.skipped),
-                   "extra_views_below": extra_views_below,
+                   "extra_views_below": extra_views_below, "runtime": loaded.runtime,
                    "temperature": temperature, "ece": expected_calibration_error(fs.labels, probs)})
     if calibrate:
         report["calibration"] = cross_fitted_calibration(logits, fs.labels)
@@ -137,7 +140,8 @@ def cross_fitted_calibration(logits: np.ndarray, labels: np.ndarray, seed: int =
 
 def print_report(r: dict) -> None:
     """Human-readable summary of :func:`evaluate`'s report."""
-    print(f"model {r['model']} on {r['data']}{'/' + r['split'] if r['split'] else ''}: n={r['n']}, tta={r['tta']}")
+    print(f"model {r['model']} on {r['data']}{'/' + r['split'] if r['split'] else ''}: n={r['n']}, tta={r['tta']}, "
+          f"runtime={r.get('runtime', '?')}")
     print(f"accuracy {r['accuracy']:.4f}   macro-F1 {r['macro_f1']:.4f}   ECE {r['ece']:.4f} (T={r['temperature']})")
     print(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for c, m in r["per_class"].items():

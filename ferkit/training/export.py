@@ -133,8 +133,8 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     if fp16_weights or int8_weights:
         compact_initializers(out, "int8" if int8_weights else "float16")
 
-    # Parity: torch vs onnxruntime on random inputs.
-    clf = EmotionClassifier(out, calibrated=False)
+    # Parity: torch vs onnxruntime (the reference runtime: fp32 arithmetic everywhere) on random inputs.
+    clf = EmotionClassifier(out, calibrated=False, runtime="onnxruntime")
     x = torch.randn(16, 1, size, size)
     with torch.no_grad():
         ref = net(x).numpy()

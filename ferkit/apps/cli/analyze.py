@@ -112,10 +112,13 @@ def _add_models(sub) -> None:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from ferkit.core.catalog import detector_entries, model_entries
+    from ferkit.core.runtime import RUNTIMES, available_runtimes
 
     models, dets = model_entries(), detector_entries()
+    have = available_runtimes()
+    runtimes = [{"name": r, "installed": r in have, "default": bool(have) and r == have[0]} for r in RUNTIMES]
     if args.json:
-        print(json.dumps({"models": models, "detectors": dets}, indent=2))
+        print(json.dumps({"models": models, "detectors": dets, "runtimes": runtimes}, indent=2))
         return EXIT_OK
     print("emotion models:")
     for m in models:
@@ -127,6 +130,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for d in dets:
         state = "" if d["installed"] else f" — not installed ({d['install'] or d['missing']})"
         print(f"  {d['name']}{' (default)' if d['default'] else ''}{state}")
+    print("inference runtimes (--runtime; auto = the first installed):")
+    for r in runtimes:
+        state = " (auto)" if r["default"] else "" if r["installed"] else f" — not installed (pip install {r['name']})"
+        print(f"  {r['name']}{state}")
     return EXIT_OK
 
 

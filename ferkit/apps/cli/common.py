@@ -71,6 +71,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
     """
     from ferkit.core.labels import LANGUAGES
     from ferkit.core.quality import QualityGate
+    from ferkit.core.runtime import RUNTIMES
     from ferkit.core.settings import VIDEO_DETECT_SIZE, Settings
 
     d, gate = Settings.profile(profile), QualityGate()
@@ -84,6 +85,8 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
                    f"at most PX (default {size}; 0 = full size); smaller is faster, small faces are missed")
     g.add_argument("--threads", type=int, help="inference threads, classifier and detector "
                    f"(default {d.threads or 'one per core'}; 0 = one per core)")
+    g.add_argument("--runtime", choices=("auto", *RUNTIMES), help=f"inference runtime (default {d.runtime}: "
+                   "openvino where installed, else onnxruntime)")
     g.add_argument("--lang", help=f"language of the emotion labels: {' or '.join(LANGUAGES)} (default {d.lang})")
     for name, text in _QUALITY_FLAGS:
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{text} (default {getattr(gate, name):g})")
@@ -101,7 +104,8 @@ def settings_from_args(args: argparse.Namespace, profile: str = "photo", **extra
     quality = {name: getattr(args, name) for name, _ in _QUALITY_FLAGS if getattr(args, name, None) is not None}
     try:
         return Settings.profile(profile, model=args.model, detector=args.detector, detect_size=args.detect_size,
-                                threads=args.threads, lang=args.lang, quality=quality or None, **extra)
+                                threads=args.threads, runtime=getattr(args, "runtime", None), lang=args.lang,
+                                quality=quality or None, **extra)
     except ConfigError as e:
         raise UsageError(str(e)) from None
 

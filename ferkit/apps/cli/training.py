@@ -70,6 +70,8 @@ def _add_evaluate(sub) -> None:
                    help="for a model whose views run outside its graph (the default): run the views after the "
                         "first only for faces whose first-view top probability is below P, as the Recognizer "
                         "does (default: the Recognizer's, EXTRA_VIEWS_BELOW; 1 = every view on every face)")
+    p.add_argument("--runtime", choices=("auto", "openvino", "onnxruntime"), default=None,
+                   help="inference runtime of .onnx models (default: the Recognizer's, auto)")
     p.add_argument("--out", default="ferkit_eval", help="folder for confusion_matrix.png and metrics.json")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images / unknown classes (counted)")
@@ -81,10 +83,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ferkit.training.evaluation import evaluate, print_report
 
     # validated like every setting; unset = the Recognizer's
-    settings = Settings() if args.extra_views_below is None else Settings(extra_views_below=args.extra_views_below)
+    given = {"extra_views_below": args.extra_views_below, "runtime": args.runtime}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
     report = evaluate(args.data, args.model or DEFAULT_MODEL, split=args.split, tta=args.tta,
                       calibrate=args.calibrate, out_dir=args.out, skip_bad=args.skip_bad,
-                      extra_views_below=settings.extra_views_below)
+                      extra_views_below=settings.extra_views_below, runtime=settings.runtime)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

