@@ -140,3 +140,18 @@ def test_models_lists_the_runtimes_and_which_auto_takes(capsys):
     assert set(rts) == set(RUNTIMES)
     assert [r for r in rts if rts[r]["default"]] == installed[:1]
     assert all(rts[r]["installed"] == (r in installed) for r in rts)
+
+
+@both
+def test_auto_runs_a_graph_openvino_cannot_load_on_onnxruntime(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("op not supported")
+
+    monkeypatch.setattr(runtime, "_OpenVinoSession", refuse)
+    path = tiny_graph(tmp_path / "t.onnx")
+    with pytest.warns(RuntimeWarning, match=r"openvino \(op not supported\); running it on onnxruntime"):
+        s = open_session(path, runtime="auto")
+    assert s.runtime == "onnxruntime"
+    np.testing.assert_array_equal(s.run(np.ones((1, 3), np.float32))[0], 2 * np.ones((1, 3)))
+    with pytest.raises(ModelError, match="cannot load ONNX model with openvino .op not supported"):
+        open_session(path, runtime="openvino")  # asked for by name: no fallback

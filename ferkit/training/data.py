@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from ferkit.core.images import IMAGE_SUFFIXES
 from ferkit.core.labels import CSV_IDS, EMOTIONS, PREFIXES, canonical
 from ferkit.core.preprocess import INPUT_SIZE
+from ferkit.core.runtime import cache_dir
 from ferkit.errors import ConfigError, DataError
 
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -46,10 +46,6 @@ class FaceSet:
 
     def subset(self, idx: np.ndarray) -> FaceSet:
         return FaceSet(self.images[idx], self.labels[idx], [self.sources[i] for i in idx] if self.sources else [])
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FERKIT_CACHE", Path.home() / ".cache" / "ferkit"))
 
 
 def _read_grey(path: Path, size: int) -> np.ndarray:
@@ -159,7 +155,7 @@ def load_faces(path: str | Path, split: str | None = None, size: int = INPUT_SIZ
         raise DataError(f"{p}: no images found ({layout} layout)")
     key = hashlib.sha1(repr((str(p.resolve()), size, skip_bad, len(items),
                              [(str(f), f.stat().st_size, lab) for f, lab in items])).encode()).hexdigest()[:16]
-    cache_file = _cache_dir() / f"faces-{key}.npz"
+    cache_file = cache_dir() / f"faces-{key}.npz"
     if cache and cache_file.exists():
         z = np.load(cache_file, allow_pickle=False)
         fs = FaceSet(z["images"], z["labels"], list(z["sources"]), list(z["skipped"]))
