@@ -6,7 +6,10 @@ size, median of ``--runs`` calls after warm-up. Graphs with a fixed input size a
 height and width (needs ``onnx``: ``pip install "ferkit[train]"``).
 
     python benchmarks/time_onnx.py ferkit/weights/detectors/retinaface-mnet025.onnx CANDIDATE.onnx \\
-        --sizes 640x480 1280x720 --threads 1 2 [--runtime openvino onnxruntime]
+        --sizes 640x480 1280x720 --threads 1 2 [--runtime openvino onnxruntime] [--openvino-f32]
+
+``--openvino-f32`` adds OpenVINO with float32 arithmetic forced (``INFERENCE_PRECISION_HINT``), which is
+what it does on a CPU without native bf16: a guide to such CPUs from one that has it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ def free_size(path: Path, out: Path) -> Path:
     return out
 
 
+def openvino_f32(path: Path, threads: int):
+    """OpenVINO with float32 arithmetic forced, behind the same ``run(x)`` as ferkit's sessions."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS":
+                                                           threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    class F32:
+        def run(self, x: np.ndarray) -> list[np.ndarray]:
+            request.infer({0: x})
+            return [request.get_output_tensor(i).data for i in range(len(compiled.outputs))]
+
+    return F32()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", type=Path)
@@ -54,6 +73,7 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--runtime", nargs="+", default=available_runtimes(), help="runtimes to time (default: installed)")
+    ap.add_argument("--openvino-f32", action="store_true", help="also OpenVINO with float32 arithmetic forced")
     args = ap.parse_args()
     print(f"CPU: {describe_cpu()}")
     print("| model | runtime | threads | " + " | ".join(f"ms {s}" for s in args.sizes) + " |")
@@ -62,8 +82,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.models:
             runnable = free_size(path, Path(tmp) / path.name)
-            for runtime, threads in ((r, t) for r in args.runtime for t in args.threads):
-                session = open_session(runnable, threads, spin=False, runtime=runtime)
+            runtimes = args.runtime + (["openvino-f32"] if args.openvino_f32 else [])
+            for runtime, threads in ((r, t) for r in runtimes for t in args.threads):
+                session = (openvino_f32(runnable, threads) if runtime == "openvino-f32"
+                           else open_session(runnable, threads, spin=False, runtime=runtime))
                 cells = []
                 for size in args.sizes:
                     w, h = (int(v) for v in size.lower().split("x"))

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from ferkit.core.recognizer import Recognizer
 
 #: The classifier every front end runs unless told otherwise: int8 fernet-m, its mirror view run by the
-#: runtime around a one-view graph (70.9 % on FER2013 val; at batch 15 on 2 cores ~500 faces/s on a
-#: Zen 4 with VNNI, 174 on an AVX2-only Zen 3; ferkit/weights/README.md).
+#: runtime around a one-view graph (70.9 % on FER2013 val; at batch 15 on 2 cores 2,487 faces/s on an
+#: AMX Xeon with OpenVINO, 891 there with onnxruntime, 174 on an AVX2-only Zen 3; docs/runtime.md).
 DEFAULT_MODEL = "fernet-m-q8"
 #: The most accurate shipped classifier (an ensemble, ~40x the cost): ``--model fernet-e4``.
 ACCURATE_MODEL = "fernet-e4"
