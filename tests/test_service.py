@@ -245,6 +245,9 @@ def test_models(real_client):
     assert body["loaded"] == {"model": body["default_model"], "detector": body["default_detector"]}
     assert body["limits"]["max_upload_bytes"] > 0
     assert "file" not in json.dumps(body["models"])  # no server paths leaked
+    from ferkit.core.runtime import resolve_runtime
+
+    assert real_client.get("/healthz").json()["runtime"] == resolve_runtime()  # what the loaded models run on
 
 
 def test_healthz_page_static_and_docs(fake_client):

@@ -3,6 +3,7 @@ stating the machine beside every speed figure."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # CPU flags that mean bf16 matrix arithmetic in hardware; elsewhere oneDNN emulates bf16 and autocast is
@@ -39,3 +40,11 @@ def describe_cpu() -> str:
     family = (f", family {fields['cpu family']} model {fields['model']}"
               if fields.get("cpu family") and fields.get("model") else "")
     return f"{name}{family}; {' '.join(vector) or 'no AVX2'}"
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. a container's
+    ``--cpuset-cpus``; else every CPU), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

@@ -65,6 +65,11 @@ class Recognizer:
         return self.classifier.name
 
     @property
+    def runtime_name(self) -> str:
+        """The inference runtime the classifier runs on (``openvino`` or ``onnxruntime``)."""
+        return self.classifier.session.runtime
+
+    @property
     def detector_name(self) -> str:
         return getattr(self.detector, "name", type(self.detector).__name__)
 

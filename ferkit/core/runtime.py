@@ -4,9 +4,9 @@ Two runtimes read the same ``.onnx`` files:
 
 - ``openvino`` (the default where it is installed): compiles the graph for the CPU it runs on, with
   bf16 arithmetic where the CPU does bf16 natively (AMX / AVX-512 bf16) and int8 kernels for the
-  quantized classifier. On a 2-core Xeon with AMX (2026-12-04) it ran the default classifier 3-4x and
-  the RetinaFace detector ~1.6x faster than onnxruntime with the same FER2013 and FDDB accuracy
-  (docs/runtime.md, ``benchmarks/bench_runtimes.py``).
+  quantized classifier. On a 2-core Xeon with AMX (2026-12-04) it ran the default classifier 2.8x
+  (batch 15) and the RetinaFace detector 2.1x (640×480) as fast as onnxruntime, with the same FER2013
+  and FDDB accuracy within 3 faces (docs/runtime.md, ``benchmarks/bench_runtimes.py``).
 - ``onnxruntime``: the reference runtime (exports are checked against it) and the fallback where
   OpenVINO has no wheel.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.core.machine import usable_cores
 from ferkit.errors import ConfigError, ModelError
 
 #: Runtimes :func:`open_session` knows, in the order ``auto`` tries them.
@@ -148,6 +149,9 @@ class _OrtSession(Session):
         return self._session.run(outputs, {self.inputs[0]: np.ascontiguousarray(x)})
 
 
+#: Most OpenVINO streams of a 1-thread session: each holds its own copy of the network's buffers, and the
+#: service runs at most 4 inference workers by default (``ServiceSettings.workers``).
+MAX_STREAMS = 4
 _ov_core: Any = None
 _ov_lock = threading.Lock()
 
@@ -180,8 +184,9 @@ class _OpenVinoSession(Session):
     """A compiled OpenVINO model with one infer request per calling thread.
 
     A compiled model runs one request per *stream* at a time, so callers that ask for 1 thread get
-    one stream per core (two threads calling at once then run at once, as onnxruntime sessions do);
-    otherwise one stream with ``threads`` threads (all cores when None), for the lowest latency.
+    one stream per core, at most :data:`MAX_STREAMS` (two threads calling at once then run at once, as
+    onnxruntime sessions do); otherwise one stream with ``threads`` threads (all cores when None), for
+    the lowest latency.
     """
 
     runtime = "openvino"
@@ -192,10 +197,10 @@ class _OpenVinoSession(Session):
             net = core.read_model(model=model, weights=b"")  # ONNX bytes carry their weights
         else:
             net = core.read_model(str(model))
-        cores = os.cpu_count() or 1
+        streams = min(usable_cores(), MAX_STREAMS)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads == 1 and cores > 1:
-            config = {"NUM_STREAMS": cores, "INFERENCE_NUM_THREADS": cores}
+        if threads == 1 and streams > 1:
+            config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams}
         elif threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(net, "CPU", config)

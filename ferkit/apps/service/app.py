@@ -14,8 +14,8 @@ Endpoints (see ``/docs`` for the OpenAPI description):
 Design (limits and their defaults: :class:`ferkit.apps.service.limits.ServiceSettings`, ``docs/service.md``):
 
 - Models load once, before the server starts listening; inference runs off the event loop in a
-  bounded :class:`~concurrent.futures.ThreadPoolExecutor` (onnxruntime releases the GIL). All
-  workers share one Recognizer: onnxruntime sessions are safe to run concurrently, and measured
+  bounded :class:`~concurrent.futures.ThreadPoolExecutor` (both inference runtimes release the GIL). All
+  workers share one Recognizer: its sessions are safe to run concurrently (:mod:`ferkit.core.runtime`), and measured
   on 2 cores one shared Recognizer was as fast as one per thread and faster than a lock.
 - A request's body is read first, under a deadline (408) and a memory budget shared by all requests
   (503); only then does it take an inference slot (:class:`~ferkit.apps.service.limits.Admission`), so clients that
@@ -369,7 +369,8 @@ def _add_api_routes(app: FastAPI, inference: Inference, require_key: Callable) -
         """Always 200 while the process serves; reports the load (no API key needed)."""
         mean = admission.mean_s
         return {"status": "ok", "version": __version__, "model": getattr(recognizer, "model_name", None),
-                "detector": getattr(recognizer, "detector_name", None), "workers": settings.workers,
+                "detector": getattr(recognizer, "detector_name", None),
+                "runtime": getattr(recognizer, "runtime_name", None), "workers": settings.workers,
                 "in_flight": admission.active, "max_in_flight": settings.max_in_flight,
                 "live_streams": len(inference.streams),
                 "mean_service_ms": None if mean is None else round(mean * 1e3, 1),
