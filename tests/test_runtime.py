@@ -155,3 +155,15 @@ def test_auto_runs_a_graph_openvino_cannot_load_on_onnxruntime(tmp_path, monkeyp
     np.testing.assert_array_equal(s.run(np.ones((1, 3), np.float32))[0], 2 * np.ones((1, 3)))
     with pytest.raises(ModelError, match="cannot load ONNX model with openvino .op not supported"):
         open_session(path, runtime="openvino")  # asked for by name: no fallback
+
+
+@both
+def test_auto_does_not_fall_back_for_a_file_that_is_no_model(tmp_path):
+    import warnings
+
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"\x00" * 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "running it on onnxruntime instead" for a file neither can read
+        with pytest.raises(ModelError, match="cannot load ONNX model with openvino"):
+            open_session(bad, runtime="auto")

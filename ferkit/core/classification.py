@@ -25,7 +25,7 @@ import numpy as np
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import TTA_VIEWS, prepare_batch, tta_views
 from ferkit.core.runtime import open_session
-from ferkit.core.settings import DEFAULT_MODEL, EXTRA_VIEWS_BELOW
+from ferkit.core.settings import DEFAULT_MODEL, DEFAULT_RUNTIME, EXTRA_VIEWS_BELOW
 from ferkit.errors import ConfigError, ModelError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -105,7 +105,7 @@ class EmotionClassifier:
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, threads: int | None = None, calibrated: bool = True,
-                 spin: bool = True, extra_views_below: float = EXTRA_VIEWS_BELOW, runtime: str = "auto"):
+                 spin: bool = True, extra_views_below: float = EXTRA_VIEWS_BELOW, runtime: str = DEFAULT_RUNTIME):
         self.info = resolve_model(model)
         self.extra_views_below = float(extra_views_below)
         self.name = self.info.name

