@@ -167,3 +167,12 @@ def test_auto_does_not_fall_back_for_a_file_that_is_no_model(tmp_path):
         warnings.simplefilter("error")  # no "running it on onnxruntime instead" for a file neither can read
         with pytest.raises(ModelError, match="cannot load ONNX model with openvino"):
             open_session(bad, runtime="auto")
+
+
+@pytest.mark.parametrize("name", installed)
+def test_a_model_given_as_bytes_runs_like_its_file(tmp_path, name):
+    path = tiny_graph(tmp_path / "t.onnx", {"k": "v"}, factor=5.0)
+    s = open_session(path.read_bytes(), runtime=name)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(s.run(x)[0], 5 * x)
+    assert s.metadata == {"k": "v"}
