@@ -176,3 +176,23 @@ def test_a_model_given_as_bytes_runs_like_its_file(tmp_path, name):
     x = np.ones((2, 3), np.float32)
     np.testing.assert_array_equal(s.run(x)[0], 5 * x)
     assert s.metadata == {"k": "v"}
+
+
+@pytest.mark.skipif("openvino" not in installed, reason="OpenVINO not installed")
+def test_openvino_is_loaded_without_its_usage_telemetry(tmp_path):
+    """Importing the openvino package would send a usage event and write a client id under ~/intel; ferkit
+    loads it with OpenVINO's own no-op stub instead, and leaves its model-conversion API working."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from ferkit import Recognizer\n"
+            "assert Recognizer().runtime_name == 'openvino'\n"
+            "assert not [m for m in sys.modules if m.startswith('openvino_telemetry')]\n"
+            "import openvino.tools.ovc.telemetry_utils as t\n"
+            "assert t.tm.__name__.endswith('telemetry_stub'), t.tm\n"
+            "from openvino import convert_model\n")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert not (tmp_path / "intel").exists()

@@ -172,9 +172,7 @@ def _openvino_core() -> Any:
     global _ov_core
     with _ov_lock:
         if _ov_core is None:
-            import openvino as ov
-
-            _ov_core = ov.Core()
+            _ov_core = _import_openvino().Core()
             folder = cache_dir() / "openvino"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -183,6 +181,30 @@ def _openvino_core() -> Any:
             except OSError:
                 pass
         return _ov_core
+
+
+def _import_openvino() -> Any:
+    """``import openvino`` without its usage telemetry.
+
+    Importing the ``openvino`` package sends an anonymous usage event to Google Analytics unless the user
+    has opted out (``opt_in_out --opt_out``), and writes a client id under ``~/intel``. ferkit reads faces
+    offline and sends nothing anywhere, so while it imports OpenVINO the ``openvino_telemetry`` package is
+    hidden and OpenVINO falls back to its own no-op stub, as it does where that package is not installed
+    (tests/test_runtime.py). An OpenVINO the host program imported itself is left as it is.
+    """
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    hide = "openvino_telemetry" not in sys.modules
+    if hide:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes its import an ImportError
+    try:
+        import openvino
+    finally:
+        if hide:
+            del sys.modules["openvino_telemetry"]
+    return openvino
 
 
 class _OpenVinoSession(Session):
