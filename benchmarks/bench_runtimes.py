@@ -4,8 +4,12 @@ For each runtime (``--runtimes``, default: every one installed) and model (defau
 default): accuracy, macro-F1 and ECE on val exactly as ``ferkit evaluate`` scores it (the
 Recognizer's adaptive views), then faces/s over consecutive batches of real val faces at batches of
 1, 15 and 64 on ``--threads`` threads (median batch time; real faces, since the mirror view runs only
-for faces the first view is unsure of). The detector's side: ``benchmarks/bench_detectors.py
---variant rf_ov=retinaface:runtime=openvino,threads=2 --variant rf_ort=retinaface:runtime=onnxruntime,threads=2``.
+for faces the first view is unsure of). The detector's side:
+
+    python benchmarks/bench_detectors.py ../shared/facedet --variant "rf_ov=retinaface:runtime='openvino',threads=2" \
+        --variant "rf_ort=retinaface:runtime='onnxruntime',threads=2"
+
+The classifier's:
 
     OMP_NUM_THREADS=2 python benchmarks/bench_runtimes.py --data ../shared/fer2013 [--models fernet-m-q8 fernet-m]
 """

@@ -51,10 +51,11 @@ def free_size(path: Path, out: Path) -> Path:
 
 
 def openvino_f32(path: Path, threads: int):
-    """OpenVINO with float32 arithmetic forced, behind the same ``run(x)`` as ferkit's sessions."""
-    import openvino as ov
+    """OpenVINO with float32 arithmetic forced, behind the same ``run(x)`` as ferkit's sessions (loaded as
+    ferkit loads it: without OpenVINO's usage telemetry)."""
+    from ferkit.core.runtime import _openvino_core
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS":
+    compiled = _openvino_core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS":
                                                            threads, "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
 

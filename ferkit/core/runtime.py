@@ -28,6 +28,8 @@ from ferkit.errors import ConfigError, ModelError
 
 #: Runtimes :func:`open_session` knows, in the order ``auto`` tries them.
 RUNTIMES = ("openvino", "onnxruntime")
+#: What ``Settings.runtime`` and ``--runtime`` accept.
+RUNTIME_CHOICES = ("auto", *RUNTIMES)
 
 
 def cache_dir() -> Path:
@@ -42,19 +44,24 @@ def available_runtimes() -> list[str]:
     return [r for r in RUNTIMES if importlib.util.find_spec(r) is not None]
 
 
+def check_runtime_name(runtime: str) -> None:
+    """ConfigError unless ``runtime`` is one of :data:`RUNTIME_CHOICES` (installed or not)."""
+    if runtime not in RUNTIME_CHOICES:
+        raise ConfigError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIME_CHOICES)}")
+
+
 def resolve_runtime(runtime: str = DEFAULT_RUNTIME) -> str:
     """``auto`` → the best installed runtime; a named one is checked to be installed.
 
     Raises:
         ferkit.errors.ConfigError: unknown name, or a named runtime that is not installed.
     """
+    check_runtime_name(runtime)
     have = available_runtimes()
     if runtime == "auto":
         if not have:
             raise ConfigError("no inference runtime installed: pip install openvino (or onnxruntime)")
         return have[0]
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIMES)}")
     if runtime not in have:
         raise ConfigError(f"runtime {runtime!r} is not installed: pip install {runtime}")
     return runtime

@@ -127,10 +127,9 @@ class Settings:
                 or not 0 <= self.extra_views_below <= 1):
             raise ConfigError(f"extra_views_below must be a probability in [0, 1], got {self.extra_views_below!r}")
         object.__setattr__(self, "quality", _quality_dict(self.quality))
-        from ferkit.core.runtime import RUNTIMES
+        from ferkit.core.runtime import check_runtime_name
 
-        if self.runtime not in ("auto", *RUNTIMES):
-            raise ConfigError(f"unknown runtime {self.runtime!r}; choose auto, {', '.join(RUNTIMES)}")
+        check_runtime_name(self.runtime)
         from ferkit.core.labels import LANGUAGES
 
         if self.lang not in LANGUAGES:

@@ -141,7 +141,7 @@ def cross_fitted_calibration(logits: np.ndarray, labels: np.ndarray, seed: int =
 def print_report(r: dict) -> None:
     """Human-readable summary of :func:`evaluate`'s report."""
     print(f"model {r['model']} on {r['data']}{'/' + r['split'] if r['split'] else ''}: n={r['n']}, tta={r['tta']}, "
-          f"runtime={r.get('runtime', '?')}")
+          f"runtime={r['runtime']}")
     print(f"accuracy {r['accuracy']:.4f}   macro-F1 {r['macro_f1']:.4f}   ECE {r['ece']:.4f} (T={r['temperature']})")
     print(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for c, m in r["per_class"].items():

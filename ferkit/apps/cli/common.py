@@ -71,7 +71,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
     """
     from ferkit.core.labels import LANGUAGES
     from ferkit.core.quality import QualityGate
-    from ferkit.core.runtime import RUNTIMES
+    from ferkit.core.runtime import RUNTIME_CHOICES
     from ferkit.core.settings import VIDEO_DETECT_SIZE, Settings
 
     d, gate = Settings.profile(profile), QualityGate()
@@ -85,7 +85,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, profile: str = "photo") -> 
                    f"at most PX (default {size}; 0 = full size); smaller is faster, small faces are missed")
     g.add_argument("--threads", type=int, help="inference threads, classifier and detector "
                    f"(default {d.threads or 'one per core'}; 0 = one per core)")
-    g.add_argument("--runtime", choices=("auto", *RUNTIMES), help=f"inference runtime (default {d.runtime}: "
+    g.add_argument("--runtime", choices=RUNTIME_CHOICES, help=f"inference runtime (default {d.runtime}: "
                    "openvino where installed, else onnxruntime)")
     g.add_argument("--lang", help=f"language of the emotion labels: {' or '.join(LANGUAGES)} (default {d.lang})")
     for name, text in _QUALITY_FLAGS:

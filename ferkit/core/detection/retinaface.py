@@ -41,8 +41,8 @@ VARIANCE_CENTRE, VARIANCE_SIZE = 0.1, 0.2
 # The net's input sides are padded (with the mean colour) up to a multiple of its coarsest stride: at
 # least one cell at stride 32, and photos of slightly different sizes share an input shape. OpenVINO
 # prepares its kernels once per input shape: over the 133 FDDB dev photos (100 sizes, 14 once padded) the
-# first pass took 13.0 ms a photo against 5.0 once every shape had been seen, 7.4 with padded shapes
-# (2-core Xeon). Dev AP@0.5 went from 0.973 to 0.977 with it (docs/runtime.md).
+# first pass took 13.0 ms a photo unpadded and 7.3 padded, later passes 4.9-5.0 (2-core Xeon;
+# benchmarks/first_pass.py). Dev AP@0.5 went from 0.973 to 0.977 with it (docs/runtime.md).
 _SIDE_STEP = 32
 
 
