@@ -55,6 +55,57 @@ def test_resume_refuses_a_different_run(class_folders: Path, tmp_path: Path):
         train(tiny_cfg(class_folders, out, epochs=1, model="fernet_m", resume=True), progress=False)
 
 
+@pytest.mark.parametrize("change", [dict(label_smoothing=0.0), dict(seed=1), dict(erase=0.0), dict(mixup=0.2)])
+def test_resume_refuses_another_recipe(class_folders: Path, tmp_path: Path, change: dict):
+    out = tmp_path / "run"
+    cfg = tiny_cfg(class_folders, out, epochs=2, max_steps=2)
+    train(cfg, progress=False)
+    name = next(iter(change))
+    with pytest.raises(ConfigError, match=f"cannot resume .*{name}="):
+        train(replace(cfg, resume=True, max_steps=0, **change), progress=False)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2  # nothing was overwritten
+
+
+def test_resume_follows_the_data_by_content_not_by_path(class_folders: Path, tmp_path: Path):
+    import shutil
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(class_folders, out, epochs=2, max_steps=5)
+    train(cfg, progress=False)
+    moved = shutil.copytree(class_folders, tmp_path / "elsewhere")  # the same images on another machine
+    train(replace(cfg, data=str(moved), resume=True, max_steps=0), progress=False)
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+
+    other = tmp_path / "other"
+    shutil.copytree(class_folders, other)
+    victim = next((other / "train").rglob("*.png"))
+    victim.unlink()  # one training image fewer
+    with pytest.raises(ConfigError, match="other images"):
+        train(replace(cfg, data=str(other), epochs=2, resume=True, max_steps=0), progress=False)
+
+
+def test_resume_refuses_another_teacher_file_but_not_another_path(class_folders: Path, tmp_path: Path):
+    import shutil
+
+    teacher = _tiny_export(class_folders, tmp_path)
+    out = tmp_path / "student"
+    cfg = tiny_cfg(class_folders, out, epochs=3, max_steps=5, teacher=str(teacher), kd_views="online")
+    train(cfg, progress=False)
+    copy = tmp_path / "copy" / teacher.name
+    copy.parent.mkdir()
+    shutil.copy(teacher, copy)
+    shutil.copy(teacher.with_suffix(".json"), copy.with_suffix(".json"))
+    train(replace(cfg, teacher=str(copy), resume=True, max_steps=10), progress=False)
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+
+    (tmp_path / "t2").mkdir()
+    changed = _tiny_export(class_folders, tmp_path / "t2", fp16_weights=True)  # same name, other weights
+    with pytest.raises(ConfigError, match="distilled from teacher.onnx"):
+        train(replace(cfg, teacher=str(changed), resume=True, max_steps=0), progress=False)
+    with pytest.raises(ConfigError, match="now from no teacher"):
+        train(replace(cfg, teacher=None, resume=True, max_steps=0), progress=False)
+
+
 def test_time_budget_picks_epochs_and_records_a_plain_run(class_folders: Path, tmp_path: Path):
     out = tmp_path / "run"
     # a budget far too small for even one epoch still trains one; a huge one is capped by --epochs

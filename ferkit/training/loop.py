@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,7 +354,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cfg.time_budget = 0.0  # the recorded config is the plain --epochs run it became
     run = _start(cfg, device, train_set, len(x_train))  # --init is loaded (and checked) here
     run.meta = {"device": device_name(device), "parents": _parent_stages(cfg.init) if cfg.init else [],
-                "precision": why, "teacher": kd}
+                "precision": why, "teacher": kd, "data_sha1": _data_fingerprint(train_set, val_set)}
     if resuming:
         _resume(run, cfg, last, device, max(1, len(x_train) // cfg.batch_size))
     elif cfg.resume:
@@ -374,6 +374,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not best_file.exists():
         raise DataError(f"{out}: training produced no checkpoint")
     return torch.load(best_file, map_location="cpu", weights_only=False)["summary"]
+
+
+def _data_fingerprint(train_set: FaceSet, val_set: FaceSet) -> dict:
+    """SHA-1s of the training and validation images and labels: what ``--resume`` checks the data by."""
+    from ferkit.training.distill import fingerprint
+
+    return {name: fingerprint(s.images) + fingerprint(s.labels.astype(np.int64))
+            for name, s in (("train", train_set), ("val", val_set))}
 
 
 def _prepare_device(cfg: TrainConfig) -> torch.device:
@@ -410,10 +418,7 @@ def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps
     if cfg.time_budget > 0:  # a budgeted run resumes with the epoch count it chose
         cfg.epochs, cfg.time_budget = saved.epochs, 0.0
         run.sched = _make_scheduler(cfg, run.opt, steps_per_epoch)
-    for k in ("model", "input_size", "epochs", "batch_size", "schedule", "lr"):
-        if getattr(saved, k) != getattr(cfg, k):
-            raise ConfigError(f"cannot resume {last}: it was trained with {k}={getattr(saved, k)!r}, "
-                              f"now {getattr(cfg, k)!r}")
+    _check_same_run(last, ck, saved, cfg, run.meta)
     run.model.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])
@@ -423,6 +428,32 @@ def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps
     torch.set_rng_state(ck["torch_rng"])
     run.start_epoch, run.step, run.best, run.history = ck["epoch"] + 1, ck["step"], ck["best"], ck["history"]
     print(f"resuming {last} at epoch {run.start_epoch + 1}/{cfg.epochs}")
+
+
+#: Options that may change when a run resumes: where and how it runs, not what it learns. The data and the
+#: teacher are compared by content (their paths may differ between machines); bf16 follows the new machine.
+_RESUME_MAY_CHANGE = frozenset({"data", "val_data", "teacher", "teacher_cache", "threads", "out", "resume",
+                                "skip_bad", "max_steps", "time_budget", "bf16"})
+
+
+def _check_same_run(last: Path, ck: dict, saved: TrainConfig, cfg: TrainConfig, meta: dict) -> None:
+    """ConfigError unless ``cfg`` continues the run in ``last``: the same recipe, images and teacher file.
+
+    A resumed run records the new command's options in every later checkpoint, so any other difference
+    would leave a model whose card describes a recipe it was not trained with.
+    """
+    for f in fields(TrainConfig):
+        if f.name not in _RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(cfg, f.name):
+            raise ConfigError(f"cannot resume {last}: it was trained with {f.name}={getattr(saved, f.name)!r}, "
+                              f"now {getattr(cfg, f.name)!r}; use the same options or another --out")
+    if ck.get("data_sha1") and ck["data_sha1"] != meta["data_sha1"]:
+        raise ConfigError(f"cannot resume {last}: --data holds other images than the run was trained on "
+                          f"({meta['data_sha1']} against {ck['data_sha1']})")
+    was, now = ck.get("teacher") or {}, meta.get("teacher") or {}
+    if was.get("teacher_sha256") != now.get("teacher_sha256"):
+        raise ConfigError(f"cannot resume {last}: it was distilled from {was.get('teacher_file') or 'no teacher'}"
+                          f" (sha256 {str(was.get('teacher_sha256'))[:12]}), now from "
+                          f"{now.get('teacher_file') or 'no teacher'} (sha256 {str(now.get('teacher_sha256'))[:12]})")
 
 
 def _train_epoch(run: _Run, cfg: TrainConfig, epoch: int, x_train: torch.Tensor, y_train: torch.Tensor,
