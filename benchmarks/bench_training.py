@@ -9,6 +9,7 @@ augmentation's own share, and the distillation teacher's pass per view set.
 
     python benchmarks/bench_training.py                       # every architecture, fp32 and bf16
     python benchmarks/bench_training.py --models fernet_m --extras
+    python benchmarks/bench_training.py --teacher            # online distillation: eager vs OpenVINO teacher
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ FER2013_TRAIN = 28_709
 
 
 def step_seconds(cfg: TrainConfig, bf16: bool, steps: int, channels_last: bool = True,
-                 compile_model: bool = False) -> float:
-    """Median seconds of one optimiser step after a warm-up."""
+                 compile_model: bool = False, teacher=None) -> float:
+    """Median seconds of one optimiser step after a warm-up (``teacher``: distilling from it online)."""
     model, opt, _ = _build(cfg, torch.device("cpu"))
     if not channels_last:
         model = model.to(memory_format=torch.contiguous_format)
@@ -43,7 +44,7 @@ def step_seconds(cfg: TrainConfig, bf16: bool, steps: int, channels_last: bool =
     times = []
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        _train_step(model, opt, x, y, cfg, gen, None, bf16, i)
+        _train_step(model, opt, x, y, cfg, gen, None, bf16, i, teacher=teacher)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[3:]))
 
@@ -100,6 +101,24 @@ def teacher_pass(bf16: bool) -> None:
                   f"{FER2013_TRAIN / fps / 60:5.1f} min for FER2013 train", flush=True)
 
 
+def online_teacher_steps(cfg: TrainConfig, bf16: bool, steps: int) -> None:
+    """A ``--kd-views online`` step with fernet-e4 teaching fernet_m: the teacher in eager PyTorch against
+    the teacher compiled by OpenVINO (what ``ferkit train`` uses on a CPU where OpenVINO is installed)."""
+    from ferkit.core.classification import resolve_model
+    from ferkit.training.distill import CompiledTeacher, torch_teacher
+
+    images = np.random.default_rng(0).integers(0, 256, (2048, 48, 48), dtype=np.uint8)
+    cfg = replace(cfg, model="fernet_m", teacher="fernet-e4", kd_views="online")
+    eager = torch_teacher(resolve_model("fernet-e4"), images, "none").to(memory_format=torch.channels_last)
+    print(f"\nonline distillation, fernet-e4 teaching fernet_m ({'bf16' if bf16 else 'fp32'}, batch {cfg.batch_size})")
+    print(f"{'teacher':34s} {'s/step':>8s} {'steps/s':>8s} {'min/epoch':>10s}")
+    print(row("none (plain step)", step_seconds(cfg, bf16, steps), cfg.batch_size), flush=True)
+    print(row("eager PyTorch", step_seconds(cfg, bf16, steps, teacher=eager), cfg.batch_size), flush=True)
+    compiled = CompiledTeacher(eager, 48, cfg.threads)
+    print(row("OpenVINO (CompiledTeacher)", step_seconds(cfg, bf16, steps, teacher=compiled), cfg.batch_size),
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=list_architectures())
@@ -107,6 +126,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extras", action="store_true", help="also time the fernet_m variations and teacher pass")
+    ap.add_argument("--teacher", action="store_true",
+                    help="only time online distillation steps: no teacher, eager teacher, OpenVINO teacher")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     name, flags = cpu_info()
@@ -115,6 +136,9 @@ def main() -> None:
     print(f"CPU: {name}; flags: {' '.join(shown) or 'none of avx2/avx512'}; torch {torch.__version__}; "
           f"{args.threads} threads")
     print(f"auto precision: {why}")
+    if args.teacher:
+        online_teacher_steps(TrainConfig(batch_size=args.batch, threads=args.threads), auto, args.steps)
+        return
     print(f"\n{'model / precision':34s} {'s/step':>8s} {'steps/s':>8s} {'min/epoch':>10s}  "
           f"(batch {args.batch}, {FER2013_TRAIN // args.batch} steps per FER2013 epoch, training steps only)")
     for model in args.models:

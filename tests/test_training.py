@@ -482,6 +482,29 @@ def test_online_distillation_runs_the_teacher_per_batch_and_caches_nothing(class
     assert not (tmp_path / "student" / "teacher.npz").exists()
     ck = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
     assert ck["teacher"]["views"] == "online" and ck["teacher"]["teacher_sha256"]
+    from ferkit.core.runtime import available_runtimes
+
+    runs_on = "OpenVINO" if "openvino" in available_runtimes() else "PyTorch"  # the faster one on a CPU
+    assert f"run by {runs_on}" in ck["teacher"]["views_detail"]
+
+
+def test_compiled_teacher_computes_what_the_eager_teacher_does(class_folders: Path, tmp_path: Path):
+    from ferkit.core.classification import resolve_model
+    from ferkit.core.preprocess import normalize
+    from ferkit.training.distill import CompiledTeacher, torch_teacher
+
+    pytest.importorskip("openvino", reason="the compiled teacher runs on OpenVINO (pip install openvino)")
+    teacher = _tiny_export(class_folders, tmp_path)
+    images = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    eager = torch_teacher(resolve_model(str(teacher)), images, "none")
+    x = normalize(torch.from_numpy(images[:, None]).float())
+    with torch.no_grad():
+        want = eager(x)
+    got = CompiledTeacher(eager, 48, threads=1)(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    # OpenVINO may compute in bf16 where the CPU has it natively: close, not bit-equal
+    assert torch.allclose(got, want, atol=0.05 * float(want.abs().max()) + 1e-3)
+    assert CompiledTeacher(eager, 48)(x[:3]).shape == (3, 7)  # any batch size
 
 
 def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():

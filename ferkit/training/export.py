@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -75,10 +76,15 @@ class _Ensemble(nn.Module):
 def to_onnx(members: list[nn.Module], out: str | Path, tta: str = "flip", input_size: int = 48) -> nn.Module:
     """Write ``members`` as one graph (see :class:`_Ensemble`) to ``out``, batch size dynamic; returns the graph."""
     net = _Ensemble(members, tta, input_size).eval()
-    torch.onnx.export(net, (torch.zeros(2, 1, input_size, input_size),), str(out), input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
+    write_onnx(net, out, input_size)
     return net
+
+
+def write_onnx(net: nn.Module, out: str | Path | BinaryIO, input_size: int = 48) -> None:
+    """``net`` (1×S×S faces in, logits out) as an ONNX graph with a dynamic batch size, to a path or a file object."""
+    torch.onnx.export(net, (torch.zeros(2, 1, input_size, input_size),), out if hasattr(out, "write") else str(out),
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False)
 
 
 def count_macs(model: nn.Module, input_size: int = 48) -> int:

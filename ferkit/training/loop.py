@@ -337,8 +337,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.teacher and cfg.kd_views == "online":
         from ferkit.training.distill import online_teacher
 
-        t_net, kd = online_teacher(cfg.teacher, train_set.images)
-        t_net = t_net.to(device).to(memory_format=torch.channels_last)
+        t_net, kd = online_teacher(cfg.teacher, train_set.images, device, cfg.threads)
     elif cfg.teacher:
         from ferkit.training.distill import teacher_logits
 
