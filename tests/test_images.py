@@ -14,6 +14,7 @@ from ferkit.core.images import (
     decode_image,
     find_images,
     image_size_from_header,
+    max_file_bytes,
     normalize_array,
     probe_image,
     read_image,
@@ -74,6 +75,54 @@ def test_read_errors_are_specific(tmp_path: Path):
         read_image(text)
     with pytest.raises(ImageError, match="folder"):
         read_image(tmp_path)
+
+
+def test_devices_and_broken_links_are_refused_before_opening(tmp_path: Path):
+    # reading /dev/zero whole never ends (it grew to 9.7 GB in 20 s before this check)
+    link = tmp_path / "photo.jpg"
+    link.symlink_to("/dev/zero")
+    for path in (Path("/dev/zero"), link):
+        with pytest.raises(ImageError, match="is a device, not a file"):
+            read_image(path)
+    dangling = tmp_path / "gone.jpg"
+    dangling.symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(ImageError, match="broken link"):
+        read_image(dangling)
+
+
+def test_an_image_through_a_pipe_is_read_and_an_endless_pipe_is_cut_off(tmp_path: Path, astronaut):
+    import os
+    import threading
+
+    ok, buf = cv2.imencode(".png", astronaut)
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+
+    def feed(data: bytes, chunks: int = 1) -> threading.Thread:
+        def run():
+            try:
+                with open(fifo, "wb") as fh:
+                    for _ in range(chunks):
+                        fh.write(data)
+            except BrokenPipeError:  # the reader stopped at its bound
+                pass
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    feed(buf.tobytes())
+    assert read_image(fifo).shape == astronaut.shape  # e.g. `ferkit analyze <(curl ...)`
+    feed(b"\0" * 2**20, chunks=80)  # 80 MiB into a reader bounded at 64 MiB + 8 bytes a pixel
+    with pytest.raises(ImageTooLargeError, match="more than 64 MiB"):
+        read_image(fifo, max_pixels=10)
+
+
+def test_a_file_too_large_for_any_image_within_the_cap_is_refused_unread(tmp_path: Path):
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as fh:
+        fh.truncate(max_file_bytes(1000) + 1)  # sparse: no disk used, and nothing is read
+    with pytest.raises(ImageTooLargeError, match="the file is 64 MiB, more than an image within"):
+        read_image(big, max_pixels=1000)
 
 
 def test_truncated_jpeg_is_refused(tmp_path: Path, astronaut):

@@ -456,11 +456,14 @@ def _zero_frame_avi(path: Path) -> Path:
     ("text", "cannot be read as a video"),
     ("zero_frames", "no decodable frames"),
     ("folder", "is a folder"),
+    ("device", "is a device, not a file"),
 ])
 def test_bad_inputs_give_one_error_line(tmp_path, capsys, kind, expected):
     path = {"missing": tmp_path / "nope.mp4", "empty": tmp_path / "empty.mp4", "text": tmp_path / "notes.mp4",
-            "zero_frames": tmp_path / "zero.avi", "folder": tmp_path}[kind]
-    if kind == "empty":
+            "zero_frames": tmp_path / "zero.avi", "folder": tmp_path, "device": tmp_path / "clip.mp4"}[kind]
+    if kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("this is a text file, not a video\n" * 50)

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.core.images import IMAGE_SUFFIXES, decode_image, find_images, read_image
+from ferkit.core.files import read_bounded
+from ferkit.core.images import IMAGE_SUFFIXES, decode_image, find_images, max_file_bytes, read_image
 from ferkit.core.labels import EMOTIONS
 from ferkit.core.results import Analysis
 from ferkit.core.writers import ensure_writable_dir
-from ferkit.errors import ConfigError, ImageError, OutputError
+from ferkit.errors import ConfigError, ImageError, ImageTooLargeError, OutputError
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -186,10 +187,10 @@ def read_input(source: str | Path, max_pixels: int) -> np.ndarray:
     filesystem, path = _split_uri(uri)
     try:
         with filesystem.open_input_stream(path) as fh:
-            data = fh.read()
+            data = read_bounded(fh, max_file_bytes(max_pixels), uri, ImageTooLargeError)
     except (OSError, ValueError) as e:
         raise ImageError(f"{uri}: cannot read ({e})") from None
-    return decode_image(bytes(data), uri, max_pixels)
+    return decode_image(data, uri, max_pixels)
 
 
 def analyze_input(recognizer: Any, source: str | Path, read_from: str | None = None) -> tuple[np.ndarray, Analysis]:

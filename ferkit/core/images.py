@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.core.files import check_input_file, read_bounded
 from ferkit.core.image_headers import header_size, jpeg_scan, png_problem
 from ferkit.core.settings import MAX_PIXELS
 from ferkit.errors import ImageError, ImageTooLargeError
@@ -175,15 +176,28 @@ def _pil_decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return pil_to_bgr(im, max_pixels, name)
 
 
+def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """The largest image file accepted with ``max_pixels``: 8 bytes a pixel (uncompressed 16-bit RGBA, the
+    largest way to store one) plus 64 MiB for metadata and what phones append after a JPEG (motion photos).
+    A larger file cannot hold an image within the cap, so it is refused before it is read."""
+    return max_pixels * 8 + 64 * 2**20
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as upright BGR uint8 (see :func:`decode_image`)."""
+    """Read an image file as upright BGR uint8 (see :func:`decode_image`).
+
+    Raises:
+        ferkit.errors.ImageError: missing, a folder, a device, empty, unreadable, or not an image.
+        ferkit.errors.ImageTooLargeError: a file over :func:`max_file_bytes` or an image over ``max_pixels``.
+    """
     p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: no such file")
-    if p.is_dir():
-        raise ImageError(f"{p}: is a folder, not an image")
+    size, limit = check_input_file(p, ImageError, "an image"), max_file_bytes(max_pixels)
+    if size is not None and size > limit:
+        raise ImageTooLargeError(f"{p}: the file is {size / 2**20:.0f} MiB, more than an image within the "
+                                 f"{max_pixels / 1e6:.1f} MP limit can take ({limit / 2**20:.0f} MiB)")
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as fh:
+            data = read_bounded(fh, limit, str(p), ImageTooLargeError)
     except OSError as e:
         raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
     return decode_image(data, str(p), max_pixels)

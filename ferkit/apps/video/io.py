@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ferkit.apps.video.options import FALLBACK_FPS, VIDEO_SUFFIXES
+from ferkit.core.files import check_input_file
 from ferkit.core.results import Face
 from ferkit.core.writers import DEFAULT_OUTPUT, ensure_writable_dir
 from ferkit.errors import OutputError, VideoError
@@ -154,15 +155,10 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file for reading.
 
     Raises:
-        ferkit.errors.VideoError: missing, a folder, empty, or not a video OpenCV can decode.
+        ferkit.errors.VideoError: missing, a folder, a device, empty, or not a video OpenCV can decode.
     """
     p = Path(path)
-    if not p.exists():
-        raise VideoError(f"{p}: no such file")
-    if p.is_dir():
-        raise VideoError(f"{p}: is a folder, not a video file")
-    if p.stat().st_size == 0:
-        raise VideoError(f"{p}: file is empty (0 bytes)")
+    check_input_file(p, VideoError, "a video")
     if not os.access(p, os.R_OK):
         raise VideoError(f"{p}: permission denied (not readable)")
     quiet_ffmpeg()
