@@ -477,6 +477,34 @@ def test_bad_inputs_give_one_error_line(tmp_path, capsys, kind, expected):
         process_video(path, tmp_path / "o.mp4", recognizer=object(), progress=False)
 
 
+def test_frames_over_the_pixel_cap_are_refused_before_decoding(clip):
+    from ferkit.apps.video.io import open_video
+
+    with pytest.raises(VideoError, match=f"frames are {W}×{H} = 0.0 MP, over the 0.0 MP limit"):
+        open_video(clip, max_pixels=W * H - 1)
+    cap, info = open_video(clip, max_pixels=W * H)
+    cap.release()
+    assert (info.width, info.height) == (W, H)
+
+
+def test_a_frame_size_the_codec_cannot_take_is_one_line_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    wide = tmp_path / "wide.avi"  # MJPG takes 9000 px wide frames, mp4v does not
+    w = cv2.VideoWriter(str(wide), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (9000, 16))
+    for _ in range(2):
+        w.write(np.zeros((16, 9000, 3), np.uint8))
+    w.release()
+    # a process of its own: OpenCV and FFmpeg log to fd 2 from C, and FFmpeg's level is fixed when it loads
+    cmd = [sys.executable, "-m", "ferkit", "video", str(wide), "-o", str(tmp_path / "o.mp4"), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "cannot write a 9000×16 video at 10 fps with the mp4v codec" in done.stderr
+    done = subprocess.run([*cmd, "--no-video"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def test_unwritable_outputs_give_one_error_line(tmp_path, clip, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

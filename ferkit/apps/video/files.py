@@ -27,7 +27,7 @@ from ferkit.apps.video.io import (
 from ferkit.apps.video.options import VideoOptions
 from ferkit.apps.video.report import TrackSummary, VideoReport, _save_track_plot, _TrackLog
 from ferkit.apps.video.table import TrackTable
-from ferkit.core.settings import Settings
+from ferkit.core.settings import MAX_PIXELS, Settings
 from ferkit.errors import OutputError, VideoError
 
 
@@ -74,7 +74,7 @@ class _TrackBook:
 def _open(src: Path, video_path: Path, folder: Path, output: Any, results_dir: Any, recognizer: Any,
           options: VideoOptions, write_video: bool):
     """Open the input, read its first frame, check and open the outputs (everything closed on failure)."""
-    cap, info = open_video(src)
+    cap, info = open_video(src, getattr(recognizer, "max_pixels", MAX_PIXELS))
     try:
         ok, frame = cap.read()
         if not ok or frame is None:

@@ -18,6 +18,7 @@ import numpy as np
 from ferkit.apps.video.options import FALLBACK_FPS, VIDEO_SUFFIXES
 from ferkit.core.files import check_input_file
 from ferkit.core.results import Face
+from ferkit.core.settings import MAX_PIXELS
 from ferkit.core.writers import DEFAULT_OUTPUT, ensure_writable_dir
 from ferkit.errors import OutputError, VideoError
 
@@ -35,11 +36,15 @@ class VideoInfo:
 
 
 class _QuietOpenCV:
-    """Silence OpenCV's own warnings (e.g. "can't be used to capture by name") while opening a source."""
+    """Silence OpenCV's own warnings (e.g. "can't be used to capture by name") while opening a source or
+    sink; ``level`` also silences its errors where ferkit reports the failure itself."""
+
+    def __init__(self, level: int = cv2.utils.logging.LOG_LEVEL_ERROR):
+        self._quiet = level
 
     def __enter__(self):
         self._level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(self._quiet)
 
     def __exit__(self, *exc):
         cv2.utils.logging.setLogLevel(self._level)
@@ -151,8 +156,8 @@ def quiet_ffmpeg() -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
-def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """Open a video file for reading.
+def open_video(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video file for reading; its frames may have at most ``max_pixels`` pixels (as images).
 
     Raises:
         ferkit.errors.VideoError: missing, a folder, a device, empty, or not a video OpenCV can decode.
@@ -174,6 +179,10 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     assumed = not (0 < fps < 1000) or math.isnan(fps)
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     width, height = frame_size(cap)
+    if width * height > max_pixels:
+        cap.release()
+        raise VideoError(f"{p}: frames are {width}×{height} = {width * height / 1e6:.1f} MP, over the "
+                         f"{max_pixels / 1e6:.1f} MP limit; downscale it first (ffmpeg -i IN -vf scale=1920:-2 OUT)")
     info = VideoInfo(path=str(p), width=width, height=height, fps=FALLBACK_FPS if assumed else fps,
                      frame_count=int(count) if count and count > 0 and math.isfinite(count) else 0,
                      fps_assumed=assumed)
@@ -223,10 +232,13 @@ def _fourcc_for(path: Path) -> str:
 
 
 def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    with _QuietOpenCV():
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*_fourcc_for(path)), fps, size)
+    codec = _fourcc_for(path)
+    with _QuietOpenCV(cv2.utils.logging.LOG_LEVEL_SILENT):  # the error below says it in one line
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
-        raise OutputError(f"{path}: cannot write the video (folder not writable, or disk full?)")
+        raise OutputError(f"{path}: cannot write a {size[0]}×{size[1]} video at {fps:g} fps with the {codec} codec "
+                          "(a frame size it cannot take, the folder not writable, or the disk full); "
+                          "try --no-video, or downscale the input")
     return writer
 
 
