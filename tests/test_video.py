@@ -374,6 +374,29 @@ def test_interrupt_leaves_readable_table_and_playable_video(tmp_path, clip, rec)
     assert json.loads((tmp_path / "two.summary.json").read_text())["status"] == "interrupted"
 
 
+def test_ctrl_c_between_a_frames_picture_and_its_row_keeps_video_and_table_in_step(tmp_path, clip, rec,
+                                                                                     monkeypatch):
+    from ferkit.apps.video.io import _BackgroundWriter
+
+    original = _BackgroundWriter.put
+
+    def put(self, frame, faces):  # a real SIGINT right after frame 5's picture is queued, before its row
+        original(self, frame, faces)
+        if put.calls == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        put.calls += 1
+
+    put.calls = 0
+    monkeypatch.setattr(_BackgroundWriter, "put", put)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop's handler replaces it
+    out = tmp_path / "cut.mp4"
+    report = process_video(clip, out, tmp_path, recognizer=rec, progress=False)
+    assert report.status == "interrupted" and report.frames == 6
+    _, rows = read_csv(tmp_path / "two.tracks.csv")
+    assert max(int(r["frame"]) for r in rows) + 1 == 6 == count_frames(out)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and is put back
+
+
 def test_cli_interrupt_exits_130_with_finalised_outputs(tmp_path, clip, capsys, monkeypatch):
     original = FrameAnalyzer.process
 

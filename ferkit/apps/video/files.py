@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -98,32 +101,69 @@ def _open(src: Path, video_path: Path, folder: Path, output: Any, results_dir: A
     return cap, info, frame, recognizer, table, writer
 
 
+@contextlib.contextmanager
+def _ctrl_c_between_frames() -> Iterator[threading.Event]:
+    """Turn the first Ctrl-C into an event the frame loop checks between frames.
+
+    A KeyboardInterrupt raised anywhere in a frame's work could land after its picture went to the video
+    and before its row reached the table (seen: 78 frames against 77 rows). With this, each frame's
+    outputs are written together or not at all; a second Ctrl-C raises at once. Signal handlers can only
+    be set from the main thread, and a host program's own handler is left alone: there the event never
+    fires and Ctrl-C raises as before.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield stop
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _loop(frame: np.ndarray, reader: _Prefetcher, analyzer: FrameAnalyzer, book: _TrackBook, table: TrackTable,
           writer: _BackgroundWriter | None, options: VideoOptions, fps: float, bar: Any,
           on_frame: Callable[[int, np.ndarray, FrameResult], None] | None) -> tuple[int, str]:
     """Analyse, log, draw and write frames until the end; returns (frames written, status)."""
     h, w = frame.shape[:2]
-    index, status = 0, "complete"
+    index = 0
     try:
-        while True:
-            if frame.shape[:2] != (h, w):  # mid-stream size change: keep the output consistent
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            result = analyzer.process(frame, index)
-            book.add(index, result)
-            if writer is not None:
-                writer.put(frame, result.faces)  # drawn and encoded on the writer thread
-            table.write(result, index / fps)
-            index += 1  # counted once written, so the report matches the finalised outputs
-            bar.update(1)
-            if on_frame is not None:
-                on_frame(index - 1, frame, result)
-            if options.max_frames is not None and index >= options.max_frames:
-                return index, "max_frames"
-            frame = reader.get()
-            if frame is None:
-                return index, status
+        with _ctrl_c_between_frames() as stop:
+            while not stop.is_set():
+                frame, result = _frame(frame, index, h, w, analyzer, book, table, writer, fps, bar)
+                index += 1  # counted once written, so the report matches the finalised outputs
+                if on_frame is not None:
+                    on_frame(index - 1, frame, result)
+                if options.max_frames is not None and index >= options.max_frames:
+                    return index, "max_frames"
+                frame = reader.get()
+                if frame is None:
+                    return index, "complete"
+            return index, "interrupted"
     except KeyboardInterrupt:
         return index, "interrupted"
+
+
+def _frame(frame: np.ndarray, index: int, h: int, w: int, analyzer: FrameAnalyzer, book: _TrackBook,
+           table: TrackTable, writer: _BackgroundWriter | None, fps: float, bar: Any) -> tuple[np.ndarray, FrameResult]:
+    """One frame's work: analyse it, log it, hand it to the writer and the table; returns (frame, result)."""
+    if frame.shape[:2] != (h, w):  # mid-stream size change: keep the output consistent
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    result = analyzer.process(frame, index)
+    book.add(index, result)
+    if writer is not None:
+        writer.put(frame, result.faces)  # drawn and encoded on the writer thread
+    table.write(result, index / fps)
+    bar.update(1)
+    return frame, result
 
 
 def _write_summary(report: VideoReport, path: Path, plot_errors: list[str]) -> None:
