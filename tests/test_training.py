@@ -31,6 +31,10 @@ def test_train_writes_checkpoints_and_log(class_folders: Path, tmp_path: Path):
     assert {"train_loss", "val_acc", "val_macro_f1", "lr"} <= set(rows[0])
     assert 0.0 <= summary["accuracy"] <= 1.0 and summary["n"] == 42
     assert json.loads((out / "config.json").read_text())["model"] == "fernet_s"
+    import cv2
+
+    curves = cv2.imread(str(out / "curves.png"))  # redrawn every epoch: accuracy and macro-F1 per epoch
+    assert curves is not None and curves.shape == (360, 900, 3) and (curves < 250).any()
     model, loaded_cfg = load_checkpoint(out / "best.pt")
     assert loaded_cfg == cfg
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)

@@ -1,5 +1,5 @@
-"""Result pictures drawn with OpenCV (no matplotlib dependency): confusion matrices and
-emotion-over-time charts. Each function returns a BGR image; :func:`save_png` writes it."""
+"""Result pictures drawn with OpenCV (no matplotlib dependency): confusion matrices,
+emotion-over-time charts and training curves. Each function returns a BGR image; :func:`save_png` writes it."""
 
 from __future__ import annotations
 
@@ -58,11 +58,18 @@ def confusion_matrix_image(cm: np.ndarray | list, labels: list[str] | tuple[str,
     return img
 
 
+#: Line colours (BGR) of series that :data:`~ferkit.core.drawing.COLORS` does not name, in order.
+PALETTE = ((200, 90, 20), (30, 140, 250), (60, 170, 60), (40, 40, 210), (160, 80, 160), (40, 150, 150),
+           (90, 90, 90))
+
+
 def timeline_image(times: np.ndarray, series: dict[str, np.ndarray], title: str = "",
-                   size: tuple[int, int] = (900, 360), y_label: str = "probability") -> np.ndarray:
+                   size: tuple[int, int] = (900, 360), y_label: str = "probability",
+                   x_format: str = "{:.1f}s") -> np.ndarray:
     """Line chart of several series over time (e.g. seven emotion probabilities of one track).
 
     Values are expected in [0, 1]; NaN marks a gap (e.g. frames where the face was unreadable).
+    ``x_format`` writes the x-axis labels (``"{:.0f}"`` for epochs).
     """
     w, h = size
     left, right, top, bottom = 60, 120, 40 if title else 15, 40
@@ -80,13 +87,13 @@ def timeline_image(times: np.ndarray, series: dict[str, np.ndarray], title: str 
         cv2.putText(img, f"{k / 4:.2f}", (8, y + 4), FONT, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
     for k in range(6):
         x = left + int(pw * k / 5)
-        cv2.putText(img, f"{t0 + (t1 - t0) * k / 5:.1f}s", (x - 15, top + ph + 18), FONT, 0.4, (90, 90, 90), 1,
-                    cv2.LINE_AA)
+        cv2.putText(img, x_format.format(t0 + (t1 - t0) * k / 5), (x - 15, top + ph + 18), FONT, 0.4, (90, 90, 90),
+                    1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (150, 150, 150), 1)
     cv2.putText(img, y_label, (left + pw - 80, max(12, top - 8)), FONT, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
     for idx, (name, values) in enumerate(series.items()):
         v = np.asarray(values, np.float64)
-        color = COLORS.get(name, (0, 0, 0))
+        color = COLORS.get(name, PALETTE[idx % len(PALETTE)])
         xs = left + (t - t0) / (t1 - t0) * pw
         ys = top + ph - np.clip(v, 0, 1) * ph
         ok = np.isfinite(ys)

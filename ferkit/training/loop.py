@@ -514,7 +514,21 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, row: dict, val_set: Face
     torch.save(run.checkpoint(cfg, epoch), out / "last.tmp")
     os.replace(out / "last.tmp", out / "last.pt")  # atomic: an interrupt never leaves a half-written checkpoint
     _write_log(out / "log.csv", run.history)
+    _save_curves(out / "curves.png", run.history, cfg)
     return improved
+
+
+def _save_curves(path: Path, history: list[dict], cfg: TrainConfig) -> None:
+    """Accuracy and macro-F1 per epoch as a picture, redrawn every epoch so a run can be watched."""
+    from ferkit.core.plots import save_png, timeline_image
+
+    epochs = np.array([r["epoch"] for r in history], np.float64)
+    series = {"train acc": [r["train_acc"] for r in history], "val acc": [r["val_acc"] for r in history],
+              "val macro-F1": [r["val_macro_f1"] for r in history]}
+    best = max(history, key=lambda r: r["val_acc"])
+    title = (f"{cfg.model}, {len(history)}/{cfg.epochs} epochs: best val acc {best['val_acc']:.4f} "
+             f"(epoch {best['epoch']})")
+    save_png(path, timeline_image(epochs, series, title, y_label="share", x_format="{:.0f}"))
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
