@@ -42,3 +42,23 @@ def test_a_two_line_title_adds_a_line_of_height_and_keeps_the_plot_area():
     # the same bar, 22 px lower and as long
     assert _bar_end(one, 100, (180, 120, 40)) == _bar_end(two, 122, (180, 120, 40)) > 150
     assert (two[40:62, :600] != 255).any()  # the second line is drawn
+
+
+def test_timeline_draws_values_within_its_y_range_and_makes_room_for_long_names():
+    from ferkit.core.plots import PALETTE, timeline_image
+
+    def line_rows(img: np.ndarray) -> np.ndarray:  # within the plot area, left of the legend's swatch
+        return np.unique(np.where((img[:, 60:700] == PALETTE[0]).all(2))[0])
+
+    size, top, bottom = (900, 360), 15, 40
+    mid = top + (size[1] - top - bottom) / 2
+    img = timeline_image(np.arange(2), {"run": np.array([0.6, 0.6])}, size=size, y_range=(0.4, 0.8))
+    assert abs(line_rows(img).mean() - mid) <= 2  # 0.6 is halfway up a 0.4–0.8 chart
+    low = timeline_image(np.arange(2), {"run": np.array([0.3, 0.3])}, size=size, y_range=(0.4, 0.8))
+    assert abs(line_rows(low).mean() - (size[1] - bottom)) <= 2  # below the range: clipped to the bottom
+
+    def line_end(name: str) -> int:
+        img = timeline_image(np.arange(2), {name: np.array([0.5, 0.5])}, size=size)
+        return int(np.where((img == PALETTE[0]).all(2))[1].max())
+
+    assert line_end("a legend name far longer than the usual emotion names") < line_end("run") - 100

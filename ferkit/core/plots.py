@@ -65,26 +65,29 @@ PALETTE = ((200, 90, 20), (30, 140, 250), (60, 170, 60), (40, 40, 210), (160, 80
 
 def timeline_image(times: np.ndarray, series: dict[str, np.ndarray], title: str = "",
                    size: tuple[int, int] = (900, 360), y_label: str = "probability",
-                   x_format: str = "{:.1f}s") -> np.ndarray:
+                   x_format: str = "{:.1f}s", y_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """Line chart of several series over time (e.g. seven emotion probabilities of one track).
 
-    Values are expected in [0, 1]; NaN marks a gap (e.g. frames where the face was unreadable).
-    ``x_format`` writes the x-axis labels (``"{:.0f}"`` for epochs).
+    Values are drawn within ``y_range`` (clipped to it); NaN marks a gap (e.g. frames where the face was
+    unreadable). ``x_format`` writes the x-axis labels (``"{:.0f}"`` for epochs). The legend's width
+    follows its longest name.
     """
     w, h = size
-    left, right, top, bottom = 60, 120, 40 if title else 15, 40
+    legend = max((cv2.getTextSize(n, FONT, 0.45, 1)[0][0] for n in series), default=0)
+    left, right, top, bottom = 60, max(120, legend + 45), 40 if title else 15, 40
     img = np.full((h, w, 3), 255, np.uint8)
     pw, ph = w - left - right, h - top - bottom
     t = np.asarray(times, np.float64)
     t0, t1 = (float(t.min()), float(t.max())) if len(t) else (0.0, 1.0)
     if t1 <= t0:
         t1 = t0 + 1.0
+    y0, y1 = y_range
     if title:
         cv2.putText(img, title, (10, 26), FONT, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    for k in range(5):  # horizontal grid at 0, .25, ... 1
+    for k in range(5):  # horizontal grid at a quarter steps of the range
         y = top + ph - int(ph * k / 4)
         cv2.line(img, (left, y), (left + pw, y), (225, 225, 225), 1)
-        cv2.putText(img, f"{k / 4:.2f}", (8, y + 4), FONT, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{y0 + (y1 - y0) * k / 4:.2f}", (8, y + 4), FONT, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
     for k in range(6):
         x = left + int(pw * k / 5)
         cv2.putText(img, x_format.format(t0 + (t1 - t0) * k / 5), (x - 15, top + ph + 18), FONT, 0.4, (90, 90, 90),
@@ -95,7 +98,7 @@ def timeline_image(times: np.ndarray, series: dict[str, np.ndarray], title: str 
         v = np.asarray(values, np.float64)
         color = COLORS.get(name, PALETTE[idx % len(PALETTE)])
         xs = left + (t - t0) / (t1 - t0) * pw
-        ys = top + ph - np.clip(v, 0, 1) * ph
+        ys = top + ph - np.clip((v - y0) / (y1 - y0), 0, 1) * ph
         ok = np.isfinite(ys)
         # draw each contiguous run of finite values as one polyline
         start = None
