@@ -83,6 +83,8 @@ def write_csv(src: Path, csv_path: Path) -> None:
 def run(src: Path, out: Path, budget: float, work: Path, only: list[str] | None = None) -> None:
     import torch
 
+    from ferkit.training.checkpoint import read_checkpoint
+
     t0 = time.time()
     work.mkdir(parents=True, exist_ok=True)
     csv_path = work / "fer2013.csv"
@@ -115,7 +117,7 @@ def run(src: Path, out: Path, budget: float, work: Path, only: list[str] | None 
     for name in (n for n in names if n in SHIP):
         best = work / name / "best.pt"
         if best.exists():
-            ck = torch.load(best, map_location="cpu", weights_only=False)
+            ck = read_checkpoint(best)
             ck["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
             ck["device"] = f"one {ck.get('device', 'GPU')} shared by {len(procs)} concurrent runs (scripts/gpu_zoo.py)"
             torch.save(ck, out / f"{name}.pt")

@@ -50,7 +50,7 @@ def test_run_ships_only_this_calls_runs(class_folders: Path, tmp_path: Path, mon
     zoo.pack(class_folders, packed)
     stale = work / "fernet_m_s1"
     stale.mkdir(parents=True)
-    torch.save({"model": {"w": torch.ones(2)}, "device": "old"}, stale / "best.pt")
+    torch.save({"model": {"w": torch.ones(2)}, "config": {}, "device": "old"}, stale / "best.pt")
     (work / "fernet_m_s0").mkdir()
     (work / "fernet_m_s0" / "last.pt").write_bytes(b"from an earlier call")  # would be resumed
     started = []
@@ -60,7 +60,7 @@ def test_run_ships_only_this_calls_runs(class_folders: Path, tmp_path: Path, mon
             run_dir = Path(cmd[cmd.index("--out") + 1])
             started.append(run_dir.name)
             run_dir.mkdir(parents=True)
-            torch.save({"model": {"w": torch.ones(2)}, "device": "NVIDIA X"}, run_dir / "best.pt")
+            torch.save({"model": {"w": torch.ones(2)}, "config": {}, "device": "NVIDIA X"}, run_dir / "best.pt")
             self.returncode = 0
 
         def poll(self):
@@ -71,6 +71,6 @@ def test_run_ships_only_this_calls_runs(class_folders: Path, tmp_path: Path, mon
     assert started == ["fernet_m_s0"]
     assert sorted(p.name for p in out.glob("*.pt")) == ["fernet_m_s0.pt"]
     assert not (work / "fernet_m_s0" / "last.pt").exists()
-    ck = torch.load(out / "fernet_m_s0.pt", weights_only=False)
+    ck = torch.load(out / "fernet_m_s0.pt", weights_only=True)
     assert ck["model"]["w"].dtype == torch.float16
     assert ck["device"] == "one NVIDIA X shared by 1 concurrent runs (scripts/gpu_zoo.py)"

@@ -44,10 +44,10 @@ def test_resume_continues_where_it_stopped(class_folders: Path, tmp_path: Path):
     out = tmp_path / "run"
     cfg = tiny_cfg(class_folders, out, epochs=3, max_steps=5)  # 5 steps per epoch: stops after epoch 1
     train(cfg, progress=False)
-    first = torch.load(out / "last.pt", weights_only=False)
+    first = torch.load(out / "last.pt", weights_only=True)
     assert first["epoch"] == 0 and first["step"] == 5
     train(replace(cfg, resume=True, max_steps=0), progress=False)
-    last = torch.load(out / "last.pt", weights_only=False)
+    last = torch.load(out / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [1, 2, 3]
     assert last["step"] == 5 * 3
 
@@ -67,7 +67,7 @@ def test_resume_refuses_another_recipe(class_folders: Path, tmp_path: Path, chan
     name = next(iter(change))
     with pytest.raises(ConfigError, match=f"cannot resume .*{name}="):
         train(replace(cfg, resume=True, max_steps=0, **change), progress=False)
-    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2  # nothing was overwritten
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # nothing was overwritten
 
 
 def test_resume_follows_the_data_by_content_not_by_path(class_folders: Path, tmp_path: Path):
@@ -78,7 +78,7 @@ def test_resume_follows_the_data_by_content_not_by_path(class_folders: Path, tmp
     train(cfg, progress=False)
     moved = shutil.copytree(class_folders, tmp_path / "elsewhere")  # the same images on another machine
     train(replace(cfg, data=str(moved), resume=True, max_steps=0), progress=False)
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
 
     other = tmp_path / "other"
     shutil.copytree(class_folders, other)
@@ -100,7 +100,7 @@ def test_resume_refuses_another_teacher_file_but_not_another_path(class_folders:
     shutil.copy(teacher, copy)
     shutil.copy(teacher.with_suffix(".json"), copy.with_suffix(".json"))
     train(replace(cfg, teacher=str(copy), resume=True, max_steps=10), progress=False)
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
 
     (tmp_path / "t2").mkdir()
     changed = _tiny_export(class_folders, tmp_path / "t2", fp16_weights=True)  # same name, other weights
@@ -256,12 +256,12 @@ def test_init_fine_tunes_from_a_checkpoint_and_keeps_its_lineage(class_folders: 
     from ferkit.training.export import model_card, train_command
 
     train(tiny_cfg(class_folders, tmp_path / "a", epochs=1, max_steps=3), progress=False)
-    parent = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
+    parent = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
     # lr 0: the fine-tuned conv weights must be exactly the parent's, so --init really loaded them
     cfg = tiny_cfg(class_folders, tmp_path / "b", epochs=1, max_steps=2, init=str(tmp_path / "a" / "best.pt"),
                    lr=0.0, ema=0, schedule="cosine")
     train(cfg, progress=False)
-    child = torch.load(tmp_path / "b" / "best.pt", weights_only=False)
+    child = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
     conv = "features.0.0.weight"
     assert torch.equal(child["model"][conv], parent["model"][conv])
     assert [p["config"]["out"] for p in child["parents"]] == [str(tmp_path / "a")]
@@ -372,7 +372,7 @@ def test_auto_precision_is_recorded_as_what_ran(class_folders: Path, tmp_path: P
 
     monkeypatch.setattr(device, "cpu_info", lambda: ("Test CPU", {"avx2"}))
     train(tiny_cfg(class_folders, tmp_path / "run", epochs=1, max_steps=2, bf16=None), progress=False)
-    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert ck["config"]["bf16"] is False and ck["precision"].startswith("fp32: the CPU has no native bf16")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["bf16"] is False
     assert "Test CPU" in ck["device"]
@@ -434,7 +434,7 @@ def test_distillation_caches_the_teacher_once_and_learns_from_it(class_folders: 
     logits, prov = distill.load_cache(cache)
     assert logits.shape == (42, 7) and prov["teacher"] == str(teacher) and prov["views"] == "flip"
     assert prov["images_sha1"] and prov["teacher_sha256"] and prov["date"]
-    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
+    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=True)
     assert ck["teacher"]["teacher_sha256"] == prov["teacher_sha256"]
     assert ck["config"]["teacher"] == str(teacher) and ck["config"]["kd_weight"] == 0.5
     # the cache's logits are the teacher's own (same views as the graph: flip)
@@ -484,7 +484,7 @@ def test_online_distillation_runs_the_teacher_per_batch_and_caches_nothing(class
                    kd_views="online")
     train(cfg, progress=False)
     assert not (tmp_path / "student" / "teacher.npz").exists()
-    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
+    ck = torch.load(tmp_path / "student" / "best.pt", weights_only=True)
     assert ck["teacher"]["views"] == "online" and ck["teacher"]["teacher_sha256"]
     from ferkit.core.runtime import available_runtimes
 
@@ -561,3 +561,35 @@ def test_views_run_by_the_runtime_match_views_inside_the_graph(tmp_path: Path):
         assert outside.runtime_views == {"flip": 2, "tencrop": 10}[tta]
         # ten-crop's resize is bilinear in both; OpenCV's and torch's differ in the last bits
         np.testing.assert_allclose(outside.logits(x), inside, atol=1e-4 if tta == "flip" else 2e-2)
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # what a hostile .pt does: any callable, here one that creates a file
+        return open, (str(self.marker), "w")
+
+
+def test_checkpoints_are_read_without_running_code(class_folders: Path, tmp_path: Path):
+    from ferkit.training.checkpoint import read_checkpoint
+    from ferkit.training.export import export_onnx
+
+    out = tmp_path / "run"
+    train(tiny_cfg(class_folders, out, epochs=1, max_steps=2), progress=False)
+    ck = read_checkpoint(out / "best.pt")  # ferkit's own checkpoints hold only tensors and plain values
+    marker = tmp_path / "code_ran"
+    ck["note"] = _RunsCodeWhenUnpickled(marker)
+    torch.save(ck, tmp_path / "hostile.pt")
+    with pytest.raises(ModelError, match=r"refused: it holds Python objects .*\(io.open\)"):
+        export_onnx(tmp_path / "hostile.pt", tmp_path / "m.onnx", progress=False)
+    with pytest.raises(ModelError, match="refused"):
+        train(tiny_cfg(class_folders, tmp_path / "ft", epochs=1, max_steps=1, init=str(tmp_path / "hostile.pt")),
+              progress=False)
+    assert not marker.exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="not a checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    ck["note"] = np.float64(0.5)  # numpy scalars are values: read back, nothing refused
+    torch.save(ck, tmp_path / "numpy.pt")
+    assert read_checkpoint(tmp_path / "numpy.pt")["note"] == 0.5

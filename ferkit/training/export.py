@@ -25,6 +25,7 @@ from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import TTA_VIEWS
 from ferkit.errors import ConfigError, ModelError
 from ferkit.training.architectures import count_params
+from ferkit.training.checkpoint import read_checkpoint
 from ferkit.training.config import TrainConfig
 from ferkit.training.data import load_faces
 from ferkit.training.loop import load_checkpoint, training_stages
@@ -128,7 +129,7 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
         m, cfg = load_checkpoint(c)
         members.append(m)
         cfgs.append(cfg)
-        cks.append(torch.load(c, map_location="cpu", weights_only=False))
+        cks.append(read_checkpoint(c))
     size = cfgs[0].input_size
     if any(c.input_size != size for c in cfgs):
         raise ModelError("ensemble members must share one input size")

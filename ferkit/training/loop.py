@@ -31,6 +31,7 @@ from ferkit.core.labels import EMOTIONS
 from ferkit.core.preprocess import normalize
 from ferkit.errors import ConfigError, DataError
 from ferkit.training.architectures import create_architecture
+from ferkit.training.checkpoint import read_checkpoint
 from ferkit.training.config import TrainConfig
 from ferkit.training.data import FaceSet, load_faces, stratified_split
 from ferkit.training.device import choose_precision, device_name, pick_device
@@ -180,14 +181,14 @@ def _init_state(cfg: TrainConfig, images: np.ndarray | None) -> dict:
         return members_from_onnx(info.path, archs, images, cfg.input_size)[0].state_dict()
     if not p.is_file():
         raise DataError(f"--init {cfg.init}: no such checkpoint")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(p)
     return ck.get("ema") or ck["model"]
 
 
 def _parent_stages(init: str) -> list[dict]:
     """The training history of ``--init``'s weights: from the checkpoint, or from the export's sidecar."""
     if Path(init).suffix == ".pt":
-        return training_stages(torch.load(init, map_location="cpu", weights_only=False))
+        return training_stages(read_checkpoint(init))
     from ferkit.core.classification import resolve_model
 
     stages = ((resolve_model(init).meta or {}).get("training") or [[]])[0]
@@ -372,7 +373,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     best_file = out / "best.pt"
     if not best_file.exists():
         raise DataError(f"{out}: training produced no checkpoint")
-    return torch.load(best_file, map_location="cpu", weights_only=False)["summary"]
+    return read_checkpoint(best_file)["summary"]
 
 
 def _data_fingerprint(train_set: FaceSet, val_set: FaceSet) -> dict:
@@ -412,7 +413,7 @@ def _start(cfg: TrainConfig, device: torch.device, train_set: FaceSet, n_train: 
 
 def _resume(run: _Run, cfg: TrainConfig, last: Path, device: torch.device, steps_per_epoch: int) -> None:
     """Load ``last.pt`` into ``run``; ConfigError when it was trained with other essentials."""
-    ck = torch.load(last, map_location=device, weights_only=False)
+    ck = read_checkpoint(last, device)
     saved = TrainConfig.from_dict(ck["config"])
     if cfg.time_budget > 0:  # a budgeted run resumes with the epoch count it chose
         cfg.epochs, cfg.time_budget = saved.epochs, 0.0
@@ -540,7 +541,7 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Model (eval mode, best/EMA weights) and config from a ``best.pt``/``last.pt`` file."""
-    ck = torch.load(path, map_location=device, weights_only=False)
+    ck = read_checkpoint(path, device)
     cfg = TrainConfig.from_dict(ck["config"])
     model = create_architecture(cfg.model, input_size=cfg.input_size)
     state = ck.get("ema") or ck["model"]

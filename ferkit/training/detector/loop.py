@@ -30,6 +30,7 @@ from ferkit.core.detection.base import nms
 from ferkit.core.detection.metrics import detection_scores
 from ferkit.core.detection.retinaface import MEAN, WEIGHTS, decode, priors
 from ferkit.errors import ConfigError, DataError, ModelError
+from ferkit.training.checkpoint import read_checkpoint
 from ferkit.training.detector.anchors import anchor_boxes, batch_targets, multibox_loss
 from ferkit.training.detector.config import DetectorTrainConfig
 from ferkit.training.detector.data import BoxSample, load_boxes, parse_folds
@@ -175,13 +176,8 @@ def build(cfg: DetectorTrainConfig) -> nn.Module:
 
 def _read_checkpoint(path: str | Path) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"{p}: checkpoint not found")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises assorted errors for truncated or foreign files
-        raise ModelError(f"{p}: not a detector checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck or "detector" not in ck:
+    ck = read_checkpoint(p, what="detector checkpoint")
+    if "detector" not in ck:
         raise ModelError(f"{p}: not a ferkit detector checkpoint")
     return ck
 
