@@ -19,12 +19,17 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ferkit.core.runtime import available_runtimes
 from ferkit.errors import DataError, ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the cache helpers work without it
+    import torch
 
 CACHE_VERSION = 1
 
@@ -121,7 +126,8 @@ def compute_teacher_logits(teacher: str | Path, images: np.ndarray, views: str =
     return logits, _provenance(teacher, info, views, desc, images)
 
 
-def online_teacher(teacher: str | Path, images: np.ndarray, device=None, threads: int = 0):
+def online_teacher(teacher: str | Path, images: np.ndarray, device: torch.device | None = None,
+                   threads: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
     """(module, provenance) of a teacher that runs on every augmented batch (``--kd-views online``).
 
     The student's own augmented (and mixed) images go through the rebuilt members, one view each, so the
@@ -151,7 +157,7 @@ class CompiledTeacher:
     logits out.
     """
 
-    def __init__(self, net, input_size: int, threads: int = 0):
+    def __init__(self, net: torch.nn.Module, input_size: int, threads: int = 0):
         import io
 
         from ferkit.core.runtime import open_session
@@ -161,7 +167,7 @@ class CompiledTeacher:
         write_onnx(net.float().eval(), buf, input_size)
         self.session = open_session(buf.getvalue(), threads=threads or None, runtime="openvino")
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(self.session.run(x.float().contiguous().numpy())[0])
