@@ -47,6 +47,14 @@ ZOO: dict[str, list[str]] = {
     "fernet_m_s7": ["--model", "fernet_m", "--seed", "7", "--epochs", "300"],
     "fernet_l_s6": ["--model", "fernet_l", "--seed", "6", "--epochs", "300"],
     "fernet_l_s7": ["--model", "fernet_l", "--seed", "7", "--epochs", "300"],
+    # issue 10, for the next lent GPU: students distilled from scratch with fernet-e4 on every augmented
+    # batch (the CPU run of session 11 does one such run in ~4 h), and teacher members made diverse by recipe
+    "fernet_m_kd_s31": ["--model", "fernet_m", "--seed", "31", "--epochs", "300", "--teacher", "fernet-e4",
+                        "--kd-views", "online"],
+    "fernet_m_kd_s32": ["--model", "fernet_m", "--seed", "32", "--epochs", "300", "--teacher", "fernet-e4",
+                        "--kd-views", "online", "--mixup", "0.2"],
+    "fernet_m_mixup_s8": ["--model", "fernet_m", "--seed", "8", "--epochs", "300", "--mixup", "0.2"],
+    "fernet_l_balanced_s8": ["--model", "fernet_l", "--seed", "8", "--epochs", "300", "--class-balance", "0.5"],
     "vgg16": ["--model", "vgg16", "--seed", "0", "--epochs", "30", "--lr", "0.05"],
     "resnet34": ["--model", "resnet34", "--seed", "0", "--epochs", "30"],
 }

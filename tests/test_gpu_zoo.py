@@ -41,6 +41,19 @@ def test_every_zoo_run_names_a_registry_model():
     assert set(zoo.SHIP) <= set(zoo.ZOO)
 
 
+def test_every_zoo_run_is_a_valid_train_command():
+    from ferkit.apps.cli import build_parser
+    from ferkit.core.classification import resolve_model
+    from ferkit.training.config import TrainConfig
+
+    for name, flags in _zoo().ZOO.items():  # what `run` adds to every entry, as it adds it
+        args = build_parser().parse_args(["train", *flags, "--data", "x.csv", "--out", "o", "--time-budget", "60"])
+        cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
+        assert cfg.model == flags[flags.index("--model") + 1], name
+        if cfg.teacher:
+            assert resolve_model(cfg.teacher).path.is_file(), name  # the teacher ships with the package
+
+
 def test_run_ships_only_this_calls_runs(class_folders: Path, tmp_path: Path, monkeypatch):
     """A warm machine keeps the work folder: a previous call's checkpoint must not come back again."""
     import torch
