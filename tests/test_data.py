@@ -68,6 +68,15 @@ def test_unreadable_image_names_the_file(class_folders: Path):
     assert len(fs) == 42 and len(fs.skipped) == 1
 
 
+def test_a_device_in_a_class_folder_is_refused_not_read(class_folders: Path):
+    link = class_folders / "train" / "happy" / "endless.png"
+    link.symlink_to("/dev/zero")  # reading it whole would never end
+    with pytest.raises(DataError, match="endless.png: is a device, not a file"):
+        load_faces(class_folders, "train", progress=False)
+    fs = load_faces(class_folders, "train", skip_bad=True, progress=False)
+    assert len(fs) == 42 and len(fs.skipped) == 1 and fs.skipped[0].startswith(f"{link}: is a device")
+
+
 def test_empty_and_missing(tmp_path: Path):
     with pytest.raises(DataError, match="no such"):
         load_faces(tmp_path / "nope")

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.core.images import IMAGE_SUFFIXES
+from ferkit.core.files import check_input_file, read_bounded
+from ferkit.core.images import IMAGE_SUFFIXES, max_file_bytes
 from ferkit.core.labels import CSV_IDS, EMOTIONS, PREFIXES, canonical
 from ferkit.core.preprocess import INPUT_SIZE
 from ferkit.core.runtime import cache_dir
@@ -49,7 +50,9 @@ class FaceSet:
 
 
 def _read_grey(path: Path, size: int) -> np.ndarray:
-    data = np.fromfile(str(path), np.uint8)
+    check_input_file(path, DataError, "an image")  # a link to /dev/zero in a class folder would never end
+    with open(path, "rb") as fh:
+        data = np.frombuffer(read_bounded(fh, max_file_bytes(), str(path), DataError), np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if img is None:
         raise DataError(f"{path}: not a readable image")
@@ -74,7 +77,7 @@ def _load_files(items: list[tuple[Path, int]], size: int, skip_bad: bool, progre
         except DataError as e:
             if not skip_bad:
                 raise DataError(f"{e} (pass skip_bad=True / --skip-bad to leave such files out)") from None
-            skipped.append(f"{path}: not a readable image")
+            skipped.append(str(e))
             continue
         labels[n] = label
         sources.append(str(path))
