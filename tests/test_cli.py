@@ -87,6 +87,26 @@ def test_models_lists_shipped_weights(capsys):
     assert all(x["installed"] or "pip install" in x["install"] for x in dets.values())
 
 
+def test_models_speed_times_each_model_on_this_machine(capsys, monkeypatch):
+    from ferkit.core import catalog
+
+    timed = []
+    monkeypatch.setattr(catalog, "measure_speed", lambda name, runtime: timed.append((name, runtime)) or 1234.5)
+    code, out, _ = run(["models", "--speed", "--runtime", "onnxruntime"], capsys)
+    names = [m["name"] for m in catalog.model_entries()]
+    assert code == 0 and timed == [(n, "onnxruntime") for n in names]
+    assert out.count("1,234 faces/s here") == len(names) and "runtime onnxruntime" in out
+    code, out, _ = run(["models", "--speed", "--json"], capsys)
+    assert all(m["faces_per_s"] == 1234.5 for m in json.loads(out)["models"])
+
+
+def test_measure_speed_runs_the_model():
+    from ferkit.core.catalog import measure_speed
+
+    fast = measure_speed("fernet-m-q8", "onnxruntime", batch=4, min_seconds=0.05)
+    assert 10 < fast < 1e6  # faces per second, whatever the machine
+
+
 def test_models_marks_detectors_not_installed(capsys, monkeypatch):
     import sys
 

@@ -44,3 +44,26 @@ def detector_entries() -> list[dict[str, Any]]:
         out.append({"name": name, "default": name == DEFAULT_DETECTOR, "installed": missing is None,
                     "install": detector_install(name) or None, "missing": missing})
     return out
+
+
+def measure_speed(name: str, runtime: str = "auto", batch: int = 15, min_seconds: float = 1.0) -> float:
+    """Faces per second of shipped model ``name`` on this machine (all cores, ``runtime``).
+
+    Batches of ``batch`` random faces go through :class:`~ferkit.core.classification.EmotionClassifier`
+    for at least ``min_seconds`` after one warm-up call. Random pixels leave every face unsure, so a model
+    whose mirror view runs only for unsure faces runs it for all of them here: the worst case.
+    """
+    import time
+
+    import numpy as np
+
+    from ferkit.core.classification import EmotionClassifier
+
+    clf = EmotionClassifier(name, runtime=runtime)
+    faces = np.random.default_rng(0).integers(0, 256, (batch, clf.input_size, clf.input_size), dtype=np.uint8)
+    clf.predict(faces)
+    calls, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < min_seconds or calls == 0:
+        clf.predict(faces)
+        calls += 1
+    return calls * batch / elapsed

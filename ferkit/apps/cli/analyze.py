@@ -105,16 +105,26 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub) -> None:
+    from ferkit.core.runtime import RUNTIME_CHOICES
+    from ferkit.core.settings import DEFAULT_RUNTIME
+
     p = sub.add_parser("models", help="list shipped emotion models and face detectors")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--speed", action="store_true", help="also time each emotion model on this machine "
+                   "(faces/s at a batch of 15; a few seconds)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default=DEFAULT_RUNTIME, help="runtime --speed times on")
     p.set_defaults(func=_cmd_models)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ferkit.core.catalog import detector_entries, model_entries
-    from ferkit.core.runtime import RUNTIMES, available_runtimes
+    from ferkit.core.catalog import detector_entries, measure_speed, model_entries
+    from ferkit.core.machine import usable_cores
+    from ferkit.core.runtime import RUNTIMES, available_runtimes, resolve_runtime
 
     models, dets = model_entries(), detector_entries()
+    if args.speed:
+        for m in models:
+            m["faces_per_s"] = measure_speed(m["name"], args.runtime) if m["file"] else None
     have = available_runtimes()
     runtimes = [{"name": r, "installed": r in have, "default": bool(have) and r == have[0]} for r in RUNTIMES]
     if args.json:
@@ -125,7 +135,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
         acc = f"{m['val_accuracy']:.1%} val" if m["val_accuracy"] else "no val figure"
         cost = f", {m['mmacs_per_face']:.0f} MMACs/face" if m["mmacs_per_face"] else ""
         role = " (default)" if m["default"] else " (most accurate, slower)" if m["most_accurate"] else ""
-        print(f"  {m['name']}{role}: {acc}{cost}")
+        speed = f", {m['faces_per_s']:,.0f} faces/s here" if m.get("faces_per_s") else ""
+        print(f"  {m['name']}{role}: {acc}{cost}{speed}")
+    if args.speed:
+        print(f"  (faces/s: batches of 15 random faces on this machine's {usable_cores()} cores, runtime "
+              f"{resolve_runtime(args.runtime)}; random faces are all unsure, so the mirror view runs for "
+              "every face: the worst case)")
     print("face detectors:")
     for d in dets:
         state = "" if d["installed"] else f" — not installed ({d['install'] or d['missing']})"
