@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from ferkit.core.catalog import median_call_seconds
 from ferkit.core.classification import EmotionClassifier, resolve_model, softmax
 from ferkit.core.machine import describe_cpu
 from ferkit.core.preprocess import prepare_batch
@@ -77,14 +77,7 @@ def faces_per_s(model: str, x: np.ndarray, below: float, batch: int, threads: in
     """Faces/s of ``model`` over consecutive batches of val faces (median batch time)."""
     clf = EmotionClassifier(model, threads=threads, extra_views_below=below, runtime=runtime)
     batches = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)]
-    clf.logits(batches[0])
-    times, t0, i = [], time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds or len(times) < 5:
-        t = time.perf_counter()
-        clf.logits(batches[i % len(batches)])
-        times.append(time.perf_counter() - t)
-        i += 1
-    return batch / float(np.median(times))
+    return batch / median_call_seconds(clf.logits, batches, seconds)
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ferkit.core.catalog import median_call_seconds
 from ferkit.core.classification import EmotionClassifier, resolve_model
 from ferkit.core.machine import describe_cpu
 from ferkit.core.preprocess import TTA_VIEWS
@@ -40,15 +40,7 @@ def members_of(candidate: str, calib: np.ndarray) -> tuple[list[torch.nn.Module]
 def faces_per_s(path: Path, threads: int, batch: int, seconds: float = 2.0) -> float:
     clf = EmotionClassifier(path, threads=threads, calibrated=False)
     x = np.random.default_rng(0).standard_normal((batch, 1, 48, 48)).astype(np.float32)
-    clf.logits(x)
-    n, t0 = 0, time.perf_counter()
-    times = []
-    while time.perf_counter() - t0 < seconds or n < 5:
-        t = time.perf_counter()
-        clf.logits(x)
-        times.append(time.perf_counter() - t)
-        n += 1
-    return batch / float(np.median(times))
+    return batch / median_call_seconds(clf.logits, [x], seconds)
 
 
 def main() -> None:

@@ -100,6 +100,14 @@ def test_models_speed_times_each_model_on_this_machine(capsys, monkeypatch):
     assert all(m["faces_per_s"] == 1234.5 for m in json.loads(out)["models"])
 
 
+def test_median_call_seconds_warms_up_then_takes_inputs_in_turn():
+    from ferkit.core.catalog import median_call_seconds
+
+    seen = []
+    t = median_call_seconds(seen.append, ["a", "b", "c"], min_seconds=0.0, min_calls=5)
+    assert seen == ["a", "a", "b", "c", "a", "b"] and 0 <= t < 0.01  # one warm-up, then five timed calls
+
+
 def test_measure_speed_runs_the_model():
     from ferkit.core.catalog import measure_speed
 
