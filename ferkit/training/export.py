@@ -28,7 +28,7 @@ from ferkit.training.architectures import count_params
 from ferkit.training.checkpoint import read_checkpoint
 from ferkit.training.config import TrainConfig
 from ferkit.training.data import load_faces
-from ferkit.training.loop import load_checkpoint, training_stages
+from ferkit.training.loop import model_from_checkpoint, training_stages
 from ferkit.training.metrics import expected_calibration_error, fit_temperature, summarize
 from ferkit.training.views import tta_views
 
@@ -124,12 +124,11 @@ def export_onnx(checkpoints: list[str | Path] | str | Path, out: str | Path, val
     out.parent.mkdir(parents=True, exist_ok=True)
     members, cfgs, cks = [], [], []
     for c in checkpoints:
-        if not Path(c).is_file():
-            raise ModelError(f"{c}: checkpoint not found")
-        m, cfg = load_checkpoint(c)
+        ck = read_checkpoint(c)  # once: the weights, the config and the training history all come from it
+        m, cfg = model_from_checkpoint(ck)
         members.append(m)
         cfgs.append(cfg)
-        cks.append(read_checkpoint(c))
+        cks.append(ck)
     size = cfgs[0].input_size
     if any(c.input_size != size for c in cfgs):
         raise ModelError("ensemble members must share one input size")

@@ -541,7 +541,11 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Model (eval mode, best/EMA weights) and config from a ``best.pt``/``last.pt`` file."""
-    ck = read_checkpoint(path, device)
+    return model_from_checkpoint(read_checkpoint(path, device))
+
+
+def model_from_checkpoint(ck: dict) -> tuple[nn.Module, TrainConfig]:
+    """Model (eval mode, best/EMA weights) and config of a checkpoint already read (:func:`read_checkpoint`)."""
     cfg = TrainConfig.from_dict(ck["config"])
     model = create_architecture(cfg.model, input_size=cfg.input_size)
     state = ck.get("ema") or ck["model"]
