@@ -52,6 +52,45 @@ def test_resume_continues_where_it_stopped(class_folders: Path, tmp_path: Path):
     assert last["step"] == 5 * 3
 
 
+def test_a_packed_run_resumes_elsewhere_as_the_original_would(class_folders: Path, tmp_path: Path):
+    from ferkit.training.checkpoint import pack_run, unpack_run
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(class_folders, out, epochs=3, max_steps=5)  # stops after epoch 1
+    train(cfg, progress=False)
+    packed = pack_run(out, tmp_path / "carry" / "run.pt")
+    assert packed.stat().st_size < 0.6 * ((out / "last.pt").stat().st_size + (out / "best.pt").stat().st_size)
+
+    moved = unpack_run(packed, tmp_path / "elsewhere")  # another machine: only the packed file came along
+    assert {p.name for p in moved.iterdir()} == {"last.pt", "best.pt", "config.json", "log.csv"}
+    original, restored = (torch.load(d / "last.pt", weights_only=True) for d in (out, moved))
+    for name, w in original["model"].items():
+        assert restored["model"][name].dtype == w.dtype
+        assert torch.allclose(restored["model"][name].float(), w.float(), rtol=1e-3, atol=1e-6)
+    assert torch.equal(restored["generator"], original["generator"]) and restored["step"] == 5
+
+    train(replace(cfg, out=str(moved), resume=True, max_steps=0), progress=False)
+    last = torch.load(moved / "last.pt", weights_only=True)
+    assert last["step"] == 15 and [h["epoch"] for h in last["history"]] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in csv.DictReader(open(moved / "log.csv"))] == [1, 2, 3]
+    with pytest.raises(ModelError, match="already holds a run"):
+        unpack_run(packed, moved)  # never over a run
+    with pytest.raises(ModelError, match="not a packed ferkit run"):
+        unpack_run(out / "last.pt", tmp_path / "third")
+
+
+def test_a_run_packed_without_its_best_keeps_the_best_of_its_resumed_epochs(class_folders: Path, tmp_path: Path):
+    from ferkit.training.checkpoint import pack_run, unpack_run
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(class_folders, out, epochs=2, max_steps=5)
+    train(cfg, progress=False)
+    moved = unpack_run(pack_run(out, tmp_path / "run.pt", best=False), tmp_path / "elsewhere")
+    assert not (moved / "best.pt").exists()
+    train(replace(cfg, out=str(moved), resume=True, max_steps=0), progress=False)
+    assert torch.load(moved / "best.pt", weights_only=True)["epoch"] == 1  # the resumed epoch's own
+
+
 def test_resume_refuses_a_different_run(class_folders: Path, tmp_path: Path):
     out = tmp_path / "run"
     train(tiny_cfg(class_folders, out, epochs=1, max_steps=2), progress=False)

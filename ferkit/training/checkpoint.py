@@ -48,3 +48,87 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", what: 
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise ModelError(f"{p}: not a ferkit {what}")
     return ck
+
+
+#: What a run folder holds besides its checkpoints that a resumed run needs or extends.
+_RUN_TEXT_FILES = ("config.json", "log.csv")
+
+
+def pack_run(run_dir: str | Path, dest: str | Path, best: bool = True) -> Path:
+    """One file holding what ``--resume`` needs of ``run_dir``, at about half the size: for carrying a run that
+    outlasts one machine (a CPU run over several sessions, a run moved between machines).
+
+    ``last.pt`` and ``best.pt`` go in with their float32 weights, EMA weights and SGD momentum stored as
+    16-bit floats (weights float16, momentum bfloat16 for its range), the run's ``config.json`` and
+    ``log.csv`` as text. :func:`unpack_run` restores float32: the weights then differ from the originals by
+    at most one float16 rounding (relative 5e-4), far below one SGD step's change at any useful learning rate.
+    ``best=False`` leaves ``best.pt`` out (a third smaller): for a run carried in mid-schedule, whose best
+    epoch is still to come (``log.csv`` keeps every epoch's scores); the resumed run then keeps the best of
+    its own epochs as ``best.pt``.
+
+    Raises:
+        ferkit.errors.ModelError: ``run_dir`` holds no ``last.pt`` (or a file that is not a ferkit checkpoint).
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    packed: dict = {"format": "ferkit-run-pack-1", "last": _to_16bit(read_checkpoint(run_dir / "last.pt"))}
+    if best and (run_dir / "best.pt").is_file():
+        packed["best"] = _to_16bit(read_checkpoint(run_dir / "best.pt"))
+    else:
+        packed["last"]["best"] = -1.0  # no best.pt to beat: the first resumed epoch writes one
+    packed["files"] = {n: (run_dir / n).read_text() for n in _RUN_TEXT_FILES if (run_dir / n).is_file()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    torch.save(packed, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def unpack_run(src: str | Path, run_dir: str | Path) -> Path:
+    """Write the run packed by :func:`pack_run` into ``run_dir`` (``last.pt``, ``best.pt``, ``config.json``,
+    ``log.csv``), ready for ``ferkit train ... --out run_dir --resume``.
+
+    Raises:
+        ferkit.errors.ModelError: ``src`` is not a packed run, or ``run_dir`` already holds a ``last.pt``
+            (unpacking never overwrites a run).
+    """
+    src, run_dir = Path(src), Path(run_dir)
+    if (run_dir / "last.pt").exists():
+        raise ModelError(f"{run_dir}: already holds a run (last.pt); unpack into an empty folder")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_VALUES):
+            packed = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, truncated, foreign or refused: all the same to the user
+        raise ModelError(f"{src}: not a packed ferkit run ({e.__class__.__name__})") from None
+    if not isinstance(packed, dict) or packed.get("format") != "ferkit-run-pack-1":
+        raise ModelError(f"{src}: not a packed ferkit run (scripts/carry_run.py pack writes them)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in packed["files"].items():
+        (run_dir / Path(name).name).write_text(text)
+    if "best" in packed:
+        torch.save(_to_32bit(packed["best"]), run_dir / "best.pt")
+    torch.save(_to_32bit(packed["last"]), run_dir / "last.pt")  # last: a half-unpacked run is not resumable
+    return run_dir
+
+
+def _to_16bit(value: object, momentum: bool = False) -> object:
+    """float32 tensors → float16 (bfloat16 under ``optimizer``, whose momentum may underflow float16)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.float32:
+            return value
+        return value.to(torch.bfloat16 if momentum else torch.float16)
+    if isinstance(value, dict):
+        return {k: _to_16bit(v, momentum or k == "optimizer") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_16bit(v, momentum) for v in value]
+    return value
+
+
+def _to_32bit(value: object) -> object:
+    """The inverse of :func:`_to_16bit`: every 16-bit float tensor back to float32 (ferkit trains none in 16 bits)."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+    if isinstance(value, dict):
+        return {k: _to_32bit(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_32bit(v) for v in value]
+    return value
