@@ -103,7 +103,8 @@ def teacher_pass(bf16: bool) -> None:
 
 def online_teacher_steps(cfg: TrainConfig, bf16: bool, steps: int) -> None:
     """A ``--kd-views online`` step with fernet-e4 teaching fernet_m: the teacher in eager PyTorch against
-    the teacher compiled by OpenVINO (what ``ferkit train`` uses on a CPU where OpenVINO is installed)."""
+    the teacher compiled by OpenVINO, in its float form and in static int8 (what ``ferkit train`` uses on a CPU
+    where OpenVINO is installed: int8 where the CPU has VNNI or AMX)."""
     from ferkit.core.classification import resolve_model
     from ferkit.training.distill import CompiledTeacher, torch_teacher
 
@@ -117,6 +118,10 @@ def online_teacher_steps(cfg: TrainConfig, bf16: bool, steps: int) -> None:
     compiled = CompiledTeacher(eager, 48, cfg.threads)
     print(row("OpenVINO (CompiledTeacher)", step_seconds(cfg, bf16, steps, teacher=compiled), cfg.batch_size),
           flush=True)
+    # int8 is what ferkit train picks where the CPU has VNNI or AMX: timed everywhere, to show when it pays
+    compiled = CompiledTeacher(eager, 48, cfg.threads, calib=images[:512])
+    print(row("OpenVINO int8 (CompiledTeacher)", step_seconds(cfg, bf16, steps, teacher=compiled), cfg.batch_size),
+          flush=True)
 
 
 def main() -> None:
@@ -127,7 +132,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extras", action="store_true", help="also time the fernet_m variations and teacher pass")
     ap.add_argument("--teacher", action="store_true",
-                    help="only time online distillation steps: no teacher, eager teacher, OpenVINO teacher")
+                    help="only time online distillation steps: no teacher, eager teacher, OpenVINO teacher "
+                         "(float and int8)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     name, flags = cpu_info()

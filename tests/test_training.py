@@ -525,10 +525,13 @@ def test_online_distillation_runs_the_teacher_per_batch_and_caches_nothing(class
     assert not (tmp_path / "student" / "teacher.npz").exists()
     ck = torch.load(tmp_path / "student" / "best.pt", weights_only=True)
     assert ck["teacher"]["views"] == "online" and ck["teacher"]["teacher_sha256"]
+    from ferkit.core.machine import NATIVE_INT8_FLAGS, cpu_info
     from ferkit.core.runtime import available_runtimes
 
     runs_on = "OpenVINO" if "openvino" in available_runtimes() else "PyTorch"  # the faster one on a CPU
     assert f"run by {runs_on}" in ck["teacher"]["views_detail"]
+    int8 = runs_on == "OpenVINO" and any(f in cpu_info()[1] for f in NATIVE_INT8_FLAGS)  # where int8 pays
+    assert ("int8 calibrated on" in ck["teacher"]["views_detail"]) == int8
 
 
 def test_compiled_teacher_computes_what_the_eager_teacher_does(class_folders: Path, tmp_path: Path):
@@ -548,6 +551,11 @@ def test_compiled_teacher_computes_what_the_eager_teacher_does(class_folders: Pa
     # OpenVINO may compute in bf16 where the CPU has it natively: close, not bit-equal
     assert torch.allclose(got, want, atol=0.05 * float(want.abs().max()) + 1e-3)
     assert CompiledTeacher(eager, 48)(x[:3]).shape == (3, 7)  # any batch size
+
+    int8 = CompiledTeacher(eager, 48, threads=1, calib=images[:32])(x)  # static int8, calibrated on faces
+    assert int8.shape == want.shape and int8.dtype == torch.float32
+    p, q = torch.softmax(int8 / 2, 1), torch.softmax(want / 2, 1)  # soft targets at a KD temperature of 2
+    assert float((p - q).abs().max()) < 0.1 and float((int8.argmax(1) == want.argmax(1)).float().mean()) >= 0.9
 
 
 def test_kd_loss_is_zero_only_when_the_student_matches_the_teacher():
