@@ -129,7 +129,11 @@ def records(path: Path) -> list[dict]:
 
 
 def assert_same_analysis(local: list[dict], remote: list[dict]) -> None:
-    """Same inputs in the same order, same faces (boxes, readability, reasons, labels), probabilities ±1e-3."""
+    """Same inputs in the same order, same faces (boxes, readability, reasons, labels), probabilities ±1e-2.
+
+    Not bit-equal: OpenVINO computes in bf16 where the CPU has it natively, and its bf16 results move with the
+    batch a face lands in (local and Ray batch differently): up to 0.0024 on a 2-core Zen 4, 2026-12-05.
+    """
     assert [r["source"] for r in remote] == [r["source"] for r in local]
     for a, b in zip(local, remote):
         assert len(a["faces"]) == len(b["faces"]), a["source"]
@@ -137,7 +141,7 @@ def assert_same_analysis(local: list[dict], remote: list[dict]) -> None:
             assert (fa["box"], fa["readable"], fa["reason"], fa["emotion"]) == \
                 (fb["box"], fb["readable"], fb["reason"], fb["emotion"]), a["source"]
             if fa["probabilities"]:
-                assert max(abs(fa["probabilities"][e] - fb["probabilities"][e]) for e in fa["probabilities"]) <= 1e-3
+                assert max(abs(fa["probabilities"][e] - fb["probabilities"][e]) for e in fa["probabilities"]) <= 1e-2
 
 
 def test_ray_engine_gives_the_local_records_images_and_errors(cluster, photos, tmp_path, capsys):
