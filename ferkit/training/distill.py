@@ -176,8 +176,8 @@ class CompiledTeacher:
     distillation step 0.57 s against 0.80 (0.38 without a teacher; 2-core AMX Xeon,
     ``python benchmarks/bench_training.py --teacher``). With ``calib`` (faces, as
     :func:`~ferkit.training.export.quantize_static_int8` takes them) the members are first quantized to static
-    int8 (convolutions and classifier only): on a 2-core Zen 4 with VNNI but no AMX they then take 0.46 s for
-    128 faces against 0.85 in bf16; calibrated on augmented faces, their soft targets (T = 2) stay within 0.03
+    int8 (convolutions and classifier only): on a 2-core Zen 4 with VNNI but no AMX a distillation step then takes
+    1.40 s against 1.55 in bf16; calibrated on augmented faces, their soft targets (T = 2) stay within 0.03
     of the float teacher's. Called like the module: float ``(N, 1, S, S)`` in, logits out.
     """
 
