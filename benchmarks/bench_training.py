@@ -106,7 +106,7 @@ def online_teacher_steps(cfg: TrainConfig, bf16: bool, steps: int) -> None:
     the teacher compiled by OpenVINO, in its float form and in static int8 (what ``ferkit train`` uses on a CPU
     where OpenVINO is installed: int8 where the CPU has VNNI or AMX)."""
     from ferkit.core.classification import resolve_model
-    from ferkit.training.distill import CompiledTeacher, torch_teacher
+    from ferkit.training.distill import CompiledTeacher, _augmented_calibration, torch_teacher
 
     images = np.random.default_rng(0).integers(0, 256, (2048, 48, 48), dtype=np.uint8)
     cfg = replace(cfg, model="fernet_m", teacher="fernet-e4", kd_views="online")
@@ -119,7 +119,7 @@ def online_teacher_steps(cfg: TrainConfig, bf16: bool, steps: int) -> None:
     print(row("OpenVINO (CompiledTeacher)", step_seconds(cfg, bf16, steps, teacher=compiled), cfg.batch_size),
           flush=True)
     # int8 is what ferkit train picks where the CPU has VNNI or AMX: timed everywhere, to show when it pays
-    compiled = CompiledTeacher(eager, 48, cfg.threads, calib=images[:512])
+    compiled = CompiledTeacher(eager, 48, cfg.threads, calib=_augmented_calibration(images))
     print(row("OpenVINO int8 (CompiledTeacher)", step_seconds(cfg, bf16, steps, teacher=compiled), cfg.batch_size),
           flush=True)
 

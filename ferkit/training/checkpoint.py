@@ -34,8 +34,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", what: 
     if not p.is_file():
         raise ModelError(f"{p}: {what} not found")
     try:
-        with torch.serialization.safe_globals(_NUMPY_VALUES):
-            ck = torch.load(p, map_location=device, weights_only=True)
+        ck = _load_weights_only(p, device)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found is None:  # the weights-only unpickler's word for "not a pickle at all"
@@ -48,6 +47,12 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu", what: 
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise ModelError(f"{p}: not a ferkit {what}")
     return ck
+
+
+def _load_weights_only(path: Path, device: str | torch.device) -> object:
+    """``torch.load`` with the weights-only unpickler (tensors, plain values, numpy scalars): no code runs."""
+    with torch.serialization.safe_globals(_NUMPY_VALUES):
+        return torch.load(path, map_location=device, weights_only=True)
 
 
 #: What a run folder holds besides its checkpoints that a resumed run needs or extends.
@@ -95,8 +100,7 @@ def unpack_run(src: str | Path, run_dir: str | Path) -> Path:
     if (run_dir / "last.pt").exists():
         raise ModelError(f"{run_dir}: already holds a run (last.pt); unpack into an empty folder")
     try:
-        with torch.serialization.safe_globals(_NUMPY_VALUES):
-            packed = torch.load(src, map_location="cpu", weights_only=True)
+        packed = _load_weights_only(src, "cpu")
     except Exception as e:  # missing, truncated, foreign or refused: all the same to the user
         raise ModelError(f"{src}: not a packed ferkit run ({e.__class__.__name__})") from None
     if not isinstance(packed, dict) or packed.get("format") != "ferkit-run-pack-1":
