@@ -177,7 +177,7 @@ class CompiledTeacher:
     ``python benchmarks/bench_training.py --teacher``). With ``calib`` (faces, as
     :func:`~ferkit.training.export.quantize_static_int8` takes them) the members are first quantized to static
     int8 (convolutions and classifier only): on a 2-core Zen 4 with VNNI but no AMX a distillation step then takes
-    1.40 s against 1.55 in bf16; calibrated on augmented faces, their soft targets (T = 2) stay within 0.03
+    1.22–1.40 s against 1.55 in bf16; calibrated on augmented faces, their soft targets (T = 2) stay within 0.03
     of the float teacher's. Called like the module: float ``(N, 1, S, S)`` in, logits out.
     """
 
