@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,10 @@ def pack_run(run_dir: str | Path, dest: str | Path, best: bool = True) -> Path:
         ferkit.errors.ModelError: ``run_dir`` holds no ``last.pt`` (or a file that is not a ferkit checkpoint).
     """
     run_dir, dest = Path(run_dir), Path(dest)
-    packed: dict = {"format": "ferkit-run-pack-1", "last": _to_16bit(read_checkpoint(run_dir / "last.pt"))}
+    last = _map_tensors(read_checkpoint(run_dir / "last.pt"), _to_16bit)
+    packed: dict = {"format": "ferkit-run-pack-1", "last": last}
     if best and (run_dir / "best.pt").is_file():
-        packed["best"] = _to_16bit(read_checkpoint(run_dir / "best.pt"))
+        packed["best"] = _map_tensors(read_checkpoint(run_dir / "best.pt"), _to_16bit)
     else:
         packed["last"]["best"] = -1.0  # no best.pt to beat: the first resumed epoch writes one
     packed["files"] = {n: (run_dir / n).read_text() for n in _RUN_TEXT_FILES if (run_dir / n).is_file()}
@@ -109,30 +111,30 @@ def unpack_run(src: str | Path, run_dir: str | Path) -> Path:
     for name, text in packed["files"].items():
         (run_dir / Path(name).name).write_text(text)
     if "best" in packed:
-        torch.save(_to_32bit(packed["best"]), run_dir / "best.pt")
-    torch.save(_to_32bit(packed["last"]), run_dir / "last.pt")  # last: a half-unpacked run is not resumable
+        torch.save(_map_tensors(packed["best"], _to_32bit), run_dir / "best.pt")
+    # last.pt written last: a half-unpacked run is then not resumable.
+    torch.save(_map_tensors(packed["last"], _to_32bit), run_dir / "last.pt")
     return run_dir
 
 
-def _to_16bit(value: object, momentum: bool = False) -> object:
-    """float32 tensors → float16 (bfloat16 under ``optimizer``, whose momentum may underflow float16)."""
+def _map_tensors(value: object, fn: Callable[[torch.Tensor, bool], torch.Tensor], in_optimizer: bool = False) -> object:
+    """Apply ``fn(tensor, in_optimizer)`` to every tensor of a nested checkpoint dict, keeping its structure."""
     if isinstance(value, torch.Tensor):
-        if value.dtype != torch.float32:
-            return value
-        return value.to(torch.bfloat16 if momentum else torch.float16)
+        return fn(value, in_optimizer)
     if isinstance(value, dict):
-        return {k: _to_16bit(v, momentum or k == "optimizer") for k, v in value.items()}
+        return {k: _map_tensors(v, fn, in_optimizer or k == "optimizer") for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_16bit(v, momentum) for v in value]
+        return [_map_tensors(v, fn, in_optimizer) for v in value]
     return value
 
 
-def _to_32bit(value: object) -> object:
-    """The inverse of :func:`_to_16bit`: every 16-bit float tensor back to float32 (ferkit trains none in 16 bits)."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
-    if isinstance(value, dict):
-        return {k: _to_32bit(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_32bit(v) for v in value]
-    return value
+def _to_16bit(tensor: torch.Tensor, in_optimizer: bool) -> torch.Tensor:
+    """float32 → float16; bfloat16 under ``optimizer``, whose momentum may underflow float16."""
+    if tensor.dtype != torch.float32:
+        return tensor
+    return tensor.to(torch.bfloat16 if in_optimizer else torch.float16)
+
+
+def _to_32bit(tensor: torch.Tensor, in_optimizer: bool) -> torch.Tensor:
+    """The inverse of :func:`_to_16bit` (ferkit trains nothing in 16 bits, so every 16-bit tensor was float32)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
