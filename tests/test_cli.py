@@ -112,7 +112,8 @@ def test_measure_speed_runs_the_model():
     from ferkit.core.catalog import measure_speed
 
     fast = measure_speed("fernet-m-q8", "onnxruntime", batch=4, min_seconds=0.05)
-    assert 10 < fast < 1e6  # faces per second, whatever the machine
+    # faces per second: positive and finite; no lower bound, a busy machine may be arbitrarily slow
+    assert 0 < fast < 1e6
 
 
 def test_models_marks_detectors_not_installed(capsys, monkeypatch):

@@ -8,10 +8,15 @@ numpy arrays and torch tensors alike), so the two can never drift apart.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from ferkit.errors import ConfigError
+
+if TYPE_CHECKING:  # inference runs without torch; training passes tensors
+    import torch
 
 INPUT_SIZE = 48
 # Fixed constants (close to FER2013's pixel mean/std) rather than per-data-set
@@ -20,7 +25,7 @@ MEAN = 0.5
 STD = 0.25
 
 
-def normalize(grey_uint8):
+def normalize(grey_uint8: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """uint8 grey pixels (numpy array or torch tensor, any shape) → float32 model input."""
     return (grey_uint8 / 255.0 - MEAN) / STD
 

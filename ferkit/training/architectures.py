@@ -47,6 +47,7 @@ def create_architecture(name: str, num_classes: int = 7, input_size: int = 48, *
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """3×3 convolution (no bias), BatchNorm, ReLU."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
@@ -206,4 +207,5 @@ def fernet_l(num_classes: int = 7, input_size: int = 48, **kw) -> nn.Module:
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())

@@ -8,6 +8,7 @@ from ferkit.core.machine import NATIVE_BF16_FLAGS, cpu_info
 
 
 def pick_device() -> torch.device:
+    """CUDA where available, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 

@@ -32,6 +32,8 @@ from ferkit.errors import DataError, ModelError
 if TYPE_CHECKING:  # torch is imported where it is used: the cache helpers work without it
     import torch
 
+    from ferkit.core.classification import ModelInfo
+
 CACHE_VERSION = 1
 
 
@@ -63,7 +65,8 @@ def _resolve_teacher(teacher: str | Path):
         raise ModelError(f"--teacher: {e}") from None
 
 
-def _provenance(teacher: str | Path, info, views: str, detail: str, images: np.ndarray | None = None) -> dict:
+def _provenance(teacher: str | Path, info: ModelInfo, views: str, detail: str,
+                images: np.ndarray | None = None) -> dict:
     """What a cache or checkpoint records about its teacher (and, for a cache, the images it was made on)."""
     prov = {"version": CACHE_VERSION, "teacher": str(teacher), "teacher_file": info.path.name,
             "teacher_sha256": _file_sha256(info.path), "views": views, "views_detail": detail}
@@ -73,7 +76,7 @@ def _provenance(teacher: str | Path, info, views: str, detail: str, images: np.n
     return prov
 
 
-def torch_teacher(info, images: np.ndarray, views: str):
+def torch_teacher(info: ModelInfo, images: np.ndarray, views: str) -> torch.nn.Module:
     """The graph's members rebuilt in PyTorch (eval mode), each averaging its logits over ``views``, then the
     members' probabilities averaged (what ``ferkit export --tta VIEWS`` of the same members would compute)."""
     from ferkit.training.export import _Ensemble
@@ -85,7 +88,7 @@ def torch_teacher(info, images: np.ndarray, views: str):
     return _Ensemble(members_from_onnx(info.path, archs, images, info.input_size), views, info.input_size).eval()
 
 
-def _torch_logits(info, images: np.ndarray, views: str, bf16: bool, batch: int = 256) -> np.ndarray:
+def _torch_logits(info: ModelInfo, images: np.ndarray, views: str, bf16: bool, batch: int = 256) -> np.ndarray:
     """Logits of :func:`torch_teacher` over uint8 ``images``, in batches."""
     import torch
     from tqdm import tqdm

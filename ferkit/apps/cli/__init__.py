@@ -33,6 +33,7 @@ __all__ = ["main", "build_parser", "build_recognizer", "UsageError", "EXIT_OK", 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ferkit`` argument parser with every sub-command registered."""
     from ferkit import __version__
 
     parser = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition toolkit.")

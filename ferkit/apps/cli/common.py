@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ferkit.core.recognizer import Recognizer
     from ferkit.core.settings import Settings
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -15,6 +16,7 @@ EXIT_STDOUT_CLOSED = 141
 
 
 def err(msg: str) -> None:
+    """Print one ``ferkit: error: ...`` line on stderr (the CLI's only way to report a failure)."""
     print(f"ferkit: error: {msg}", file=sys.stderr, flush=True)
 
 
@@ -118,6 +120,6 @@ def warn_missing_font(settings: Settings, pictures: bool) -> None:
         print(f"ferkit: warning: {FONT_HINT}", file=sys.stderr, flush=True)
 
 
-def build_recognizer(args: argparse.Namespace, profile: str = "photo", **extra: Any):
+def build_recognizer(args: argparse.Namespace, profile: str = "photo", **extra: Any) -> Recognizer:
     """Load the pipeline the flags describe (:func:`settings_from_args`, then the models)."""
     return settings_from_args(args, profile, **extra).build()

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.core.detection.base import create_detector
+from ferkit.core.detection.base import FaceDetector, create_detector
 from ferkit.core.detection.metrics import detection_scores
 from ferkit.core.plots import FONT, save_png
 from ferkit.errors import DataError
@@ -23,7 +23,7 @@ IOUS = (0.3, 0.5, 0.7)
 _CURVE_COLORS = {0.3: (60, 160, 60), 0.5: (200, 90, 30), 0.7: (40, 40, 200)}
 
 
-def make_detector(spec: str, threshold: float, threads: int | None = 1):
+def make_detector(spec: str, threshold: float, threads: int | None = 1) -> FaceDetector:
     """``create_detector(spec)`` at a low score threshold (for the whole precision-recall curve).
 
     Detectors without a ``threshold`` (or ``threads``) argument are built with their defaults.
@@ -36,7 +36,7 @@ def make_detector(spec: str, threshold: float, threads: int | None = 1):
     return create_detector(spec)
 
 
-def run_detector(detector, samples, progress: bool = True) -> tuple[dict[str, list], float]:
+def run_detector(detector: FaceDetector, samples: list, progress: bool = True) -> tuple[dict[str, list], float]:
     """Detections of every sample (``key → [[x, y, w, h, score], ...]``) and the mean ms per image.
 
     The first image is run once before timing (session warm-up); decoding the file is not timed.
@@ -141,4 +141,5 @@ def format_result(r: dict) -> list[str]:
 
 
 def to_json(r: dict) -> str:
+    """An evaluation result as indented JSON (IoU thresholds as one-decimal keys)."""
     return json.dumps({**r, "iou": {f"{k:.1f}": v for k, v in r["iou"].items()}}, indent=1)

@@ -136,6 +136,7 @@ def _set_metadata(path: Path, meta: dict[str, str]) -> None:
 
 
 def model_card(f: dict) -> str:
+    """The Markdown model card of an exported detector, from its sidecar facts ``f``."""
     if f["landmarks"] == "none":
         lm = "not trained (no landmark labels); ferkit ignores them (metadata `ferkit_landmarks=none`)"
     elif f["config"].get("freeze") == "features":

@@ -183,6 +183,7 @@ ARCHS = {"retinaface": RetinaFaceMNet, "blazeface": BlazeFaceNet}
 
 
 def build_model(arch: str, **kwargs) -> _Body:
+    """A detector network of architecture ``arch`` (one of ``ARCHS``); ConfigError names the choices."""
     from ferkit.errors import ConfigError
 
     if arch not in ARCHS:
